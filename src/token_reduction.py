@@ -1,0 +1,140 @@
+"""PPT token reduction: prune inattentive tokens or pool duplicate ones, per image, with static shapes.
+
+Pure functions on tensors. Every PP block computes both branches for the whole batch and picks one per
+image with a mask: both end with exactly ``N - r`` tokens, so shapes never depend on the data (graph mode,
+MindIR export). Scores, their variance and the decision are float32 whatever the activations' dtype,
+because the paper's threshold (7e-5) is below float16's normal range.
+
+Token order follows the official code exactly (the next PP block splits tokens by position):
+pruning keeps tokens in descending score order; pooling (ToMe bipartite matching) outputs the unmerged
+even-position tokens in position order, then all odd-position tokens in position order.
+Protected tokens (class token, and the distillation token of distilled DeiTs) are never removed.
+"""
+from typing import Sequence, Tuple, Union
+
+import mindspore as ms
+from mindspore import Tensor, ops
+
+_CLS_SCORE = 2.0  # above any normalised score: the class token always ranks first
+_DIST_SCORE = 1.5  # second, so a distillation token stays at index 1
+
+
+def clamp_r(num_tokens: int, r: int) -> int:
+    """At most ``(N - 1) // 2`` tokens can be merged (every even-position token but the class token)."""
+    return min(r, (num_tokens - 1) // 2)
+
+
+def token_schedule(num_tokens: int, depth: int, layers: Sequence[int],
+                   r: Union[int, Sequence[int]]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Token count after each block, and the clamped r of each PP block (in ``sorted(layers)`` order).
+
+    ``r`` is one int for all PP blocks or one value per entry of ``layers`` (in the order given).
+    """
+    layers = list(layers)
+    rs = [int(r)] * len(layers) if isinstance(r, int) else [int(v) for v in r]
+    if len(rs) != len(layers):
+        raise ValueError(f"r has {len(rs)} values but there are {len(layers)} PP layers {layers}")
+    if len(set(layers)) != len(layers) or any(not 0 <= i < depth for i in layers):
+        raise ValueError(f"PP layers {layers} must be distinct block indices in [0, {depth})")
+    if any(v < 0 for v in rs):
+        raise ValueError(f"r must be >= 0, got {rs}")
+    r_at = dict(zip(layers, rs))
+    counts, clamped = [], []
+    n = num_tokens
+    for i in range(depth):
+        if i in r_at:
+            ri = clamp_r(n, r_at[i])
+            clamped.append(ri)
+            n -= ri
+        counts.append(n)
+    return tuple(counts), tuple(clamped)
+
+
+def importance_scores(attn: Tensor, v: Tensor, num_protected: int) -> Tensor:
+    """Class-attention x value-norm score of every token, normalised over the unprotected tokens.
+
+    attn: ``[B, H, N, N]`` softmax attention; v: ``[B, H, N, D]``. Returns float32 ``[B, N]``; protected
+    tokens get scores above every other token so sorting keeps them in front.
+    """
+    attn = attn.astype(ms.float32)
+    v = v.astype(ms.float32)
+    cls_attn = attn[:, :, 0, :].sum(axis=1)  # [B, N]
+    v_norm = ops.sqrt((v * v).sum(axis=(1, 3)))  # L2 norm over all heads' values
+    s = (cls_attn * v_norm)[:, num_protected:]
+    s = s / s.sum(axis=-1, keepdims=True)
+    head = [ops.full_like(s[:, :1], _CLS_SCORE)]
+    if num_protected == 2:
+        head.append(ops.full_like(s[:, :1], _DIST_SCORE))
+    return ops.concat(head + [s], axis=1)
+
+
+def score_variance(scores: Tensor, num_protected: int) -> Tensor:
+    """Unbiased (ddof=1) variance of the unprotected tokens' scores, ``[B]`` float32."""
+    return scores[:, num_protected:].var(axis=-1, ddof=1)
+
+
+def _take(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[b, idx[b, i], :]`` for ``x: [B, N, C]``, ``idx: [B, K]``."""
+    idx = ops.broadcast_to(idx.astype(ms.int32).expand_dims(-1), (idx.shape[0], idx.shape[1], x.shape[2]))
+    return ops.gather_elements(x, 1, idx)
+
+
+def prune(x: Tensor, size: Tensor, scores: Tensor, r: int) -> Tuple[Tensor, Tensor]:
+    """Keep the ``N - r`` highest-scoring tokens, in descending score order."""
+    _, order = ops.topk(scores, x.shape[1] - r, sorted=True)
+    return _take(x, order), _take(size, order)
+
+
+def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int) -> Tuple[Tensor, Tensor]:
+    """ToMe bipartite soft matching: merge ``r`` even-position tokens into their most similar odd-position
+    token by size-weighted average. x: ``[B, N, C]``, size: ``[B, N, 1]`` float32, metric: ``[B, N, D]``."""
+    metric = metric.astype(ms.float32)
+    metric = metric / ops.norm(metric, dim=-1, keepdim=True)
+    a, b = metric[:, ::2], metric[:, 1::2]
+    sim = ops.matmul(a, b.swapaxes(1, 2))  # [B, Na, Nb]
+    na, nb = sim.shape[1], sim.shape[2]
+    # The class token (first even token) may not be merged; a distillation token (first odd) takes no merge.
+    neg_inf = Tensor(float("-inf"), ms.float32)
+    sim = ops.where(ops.arange(na).reshape(1, na, 1) == 0, neg_inf, sim)
+    if num_protected == 2:
+        sim = ops.where(ops.arange(nb).reshape(1, 1, nb) == 0, neg_inf, sim)
+    best_sim, best_dst = sim.max(axis=-1, return_indices=True)  # [B, Na]
+    _, ranked = ops.sort(best_sim, axis=-1, descending=True)
+    src_idx, unm_idx = ranked[:, :r], ranked[:, r:]
+    unm_idx, _ = ops.sort(unm_idx.astype(ms.float32), axis=-1)  # position order (exact for N < 2**24)
+    dst_idx = ops.gather_elements(best_dst.astype(ms.int32), 1, src_idx.astype(ms.int32))  # [B, r]
+
+    # Weighted sums merged with a one-hot assignment matmul, not a scatter: exportable and deterministic.
+    dtype = x.dtype
+    xs = x.astype(ms.float32) * size
+    xs_a, xs_b = xs[:, ::2], xs[:, 1::2]
+    size_a, size_b = size[:, ::2], size[:, 1::2]
+    assign = (dst_idx.expand_dims(-1) == ops.arange(nb, dtype=ms.int32).reshape(1, 1, nb)).astype(ms.float32)
+    assign_t = assign.swapaxes(1, 2)  # [B, Nb, r]
+    merged_x = xs_b + ops.matmul(assign_t, _take(xs_a, src_idx))
+    merged_size = size_b + ops.matmul(assign_t, _take(size_a, src_idx))
+    unm_x, unm_size = _take(xs_a, unm_idx), _take(size_a, unm_idx)
+    if num_protected == 2:
+        # Keep the distillation token (first odd token) at index 1, right after the class token.
+        out_x = ops.concat([unm_x[:, :1], merged_x[:, :1], unm_x[:, 1:], merged_x[:, 1:]], axis=1)
+        out_size = ops.concat([unm_size[:, :1], merged_size[:, :1], unm_size[:, 1:], merged_size[:, 1:]], axis=1)
+    else:
+        out_x = ops.concat([unm_x, merged_x], axis=1)
+        out_size = ops.concat([unm_size, merged_size], axis=1)
+    return (out_x / out_size).astype(dtype), out_size
+
+
+def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int,
+                  threshold: float, num_protected: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One PP step: decide per image by score variance, then prune or pool ``r`` tokens.
+
+    Returns ``(x, size, pooled, svar)`` where ``pooled`` ``[B]`` bool is True for pooled images and
+    ``svar`` ``[B]`` float32 is the score variance that decided it.
+    """
+    scores = importance_scores(attn, v, num_protected)
+    svar = score_variance(scores, num_protected)
+    pooled = svar < threshold
+    x_prune, size_prune = prune(x, size, scores, r)
+    x_pool, size_pool = pool(x, size, metric, r, num_protected)
+    choose = pooled.reshape(-1, 1, 1)
+    return ops.where(choose, x_pool, x_prune), ops.where(choose, size_pool, size_prune), pooled, svar
