@@ -10,7 +10,7 @@ pruning keeps tokens in descending score order; pooling (ToMe bipartite matching
 even-position tokens in position order, then all odd-position tokens in position order.
 Protected tokens (class token, and the distillation token of distilled DeiTs) are never removed.
 """
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import mindspore as ms
 from mindspore import Tensor, ops
@@ -79,21 +79,23 @@ def _take(x: Tensor, idx: Tensor) -> Tensor:
     return ops.gather_elements(x, 1, idx)
 
 
-def prune(x: Tensor, size: Tensor, scores: Tensor, r: int) -> Tuple[Tensor, Tensor]:
+def prune(x: Tensor, size: Tensor, scores: Tensor, r: int,
+          source: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Keep the ``N - r`` highest-scoring tokens, in descending score order."""
     _, order = ops.topk(scores, x.shape[1] - r, sorted=True)
-    return _take(x, order), _take(size, order)
+    return _take(x, order), _take(size, order), None if source is None else _take(source, order)
 
 
-def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int) -> Tuple[Tensor, Tensor]:
-    """ToMe bipartite soft matching: merge ``r`` even-position tokens into their most similar odd-position
-    token by size-weighted average. x: ``[B, N, C]``, size: ``[B, N, 1]`` float32, metric: ``[B, N, D]``."""
+def _match(metric: Tensor, r: int, num_protected: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """ToMe bipartite matching on the cosine similarity of ``metric``: even-position tokens (A) against
+    odd-position ones (B). Returns the ``r`` merged A indices, the kept A indices in position order, and the
+    ``[B, Nb, r]`` one-hot matrix sending each merged A token to its B partner."""
     metric = metric.astype(ms.float32)
     metric = metric / ops.norm(metric, dim=-1, keepdim=True)
     a, b = metric[:, ::2], metric[:, 1::2]
     sim = ops.matmul(a, b.swapaxes(1, 2))  # [B, Na, Nb]
     na, nb = sim.shape[1], sim.shape[2]
-    # The class token (first even token) may not be merged; a distillation token (first odd) takes no merge.
+    # The class token (first A token) may not be merged; a distillation token (first B) takes no merge.
     neg_inf = Tensor(float("-inf"), ms.float32)
     sim = ops.where(ops.arange(na).reshape(1, na, 1) == 0, neg_inf, sim)
     if num_protected == 2:
@@ -103,38 +105,50 @@ def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int) ->
     src_idx, unm_idx = ranked[:, :r], ranked[:, r:]
     unm_idx, _ = ops.sort(unm_idx.astype(ms.float32), axis=-1)  # position order (exact for N < 2**24)
     dst_idx = ops.gather_elements(best_dst.astype(ms.int32), 1, src_idx.astype(ms.int32))  # [B, r]
-
-    # Weighted sums merged with a one-hot assignment matmul, not a scatter: exportable and deterministic.
-    dtype = x.dtype
-    xs = x.astype(ms.float32) * size
-    xs_a, xs_b = xs[:, ::2], xs[:, 1::2]
-    size_a, size_b = size[:, ::2], size[:, 1::2]
+    # A one-hot assignment matmul instead of a scatter: exportable (no ScatterElements) and deterministic.
     assign = (dst_idx.expand_dims(-1) == ops.arange(nb, dtype=ms.int32).reshape(1, 1, nb)).astype(ms.float32)
-    assign_t = assign.swapaxes(1, 2)  # [B, Nb, r]
-    merged_x = xs_b + ops.matmul(assign_t, _take(xs_a, src_idx))
-    merged_size = size_b + ops.matmul(assign_t, _take(size_a, src_idx))
-    unm_x, unm_size = _take(xs_a, unm_idx), _take(size_a, unm_idx)
+    return src_idx, unm_idx, assign.swapaxes(1, 2)
+
+
+def _merge_sum(t: Tensor, src_idx: Tensor, unm_idx: Tensor, assign_t: Tensor, num_protected: int) -> Tensor:
+    """Sum the merged A rows of ``t`` into their B partners; output order: kept A tokens, then B tokens
+    (with a distillation token moved to index 1, right after the class token)."""
+    t_a, t_b = t[:, ::2], t[:, 1::2]
+    merged = t_b + ops.matmul(assign_t, _take(t_a, src_idx))
+    kept = _take(t_a, unm_idx)
     if num_protected == 2:
-        # Keep the distillation token (first odd token) at index 1, right after the class token.
-        out_x = ops.concat([unm_x[:, :1], merged_x[:, :1], unm_x[:, 1:], merged_x[:, 1:]], axis=1)
-        out_size = ops.concat([unm_size[:, :1], merged_size[:, :1], unm_size[:, 1:], merged_size[:, 1:]], axis=1)
-    else:
-        out_x = ops.concat([unm_x, merged_x], axis=1)
-        out_size = ops.concat([unm_size, merged_size], axis=1)
-    return (out_x / out_size).astype(dtype), out_size
+        return ops.concat([kept[:, :1], merged[:, :1], kept[:, 1:], merged[:, 1:]], axis=1)
+    return ops.concat([kept, merged], axis=1)
 
 
-def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int,
-                  threshold: float, num_protected: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int,
+         source: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Merge ``r`` even-position tokens into their most similar odd-position token by size-weighted average.
+
+    x: ``[B, N, C]``, size: ``[B, N, 1]`` float32, metric: ``[B, N, D]``; ``source`` (optional, ``[B, N, P]``
+    float32) marks which original patches each token stands for, and merges by union."""
+    plan = _match(metric, r, num_protected)
+    summed = _merge_sum(x.astype(ms.float32) * size, *plan, num_protected)
+    new_size = _merge_sum(size, *plan, num_protected)
+    new_source = None if source is None else _merge_sum(source, *plan, num_protected)
+    return (summed / new_size).astype(x.dtype), new_size, new_source
+
+
+def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int, threshold: float,
+                  num_protected: int, source: Optional[Tensor] = None):
     """One PP step: decide per image by score variance, then prune or pool ``r`` tokens.
 
-    Returns ``(x, size, pooled, svar)`` where ``pooled`` ``[B]`` bool is True for pooled images and
-    ``svar`` ``[B]`` float32 is the score variance that decided it.
+    Returns ``(x, size, source, pooled, svar)``: ``source`` is None unless given; ``pooled`` ``[B]`` bool
+    is True for pooled images; ``svar`` ``[B]`` float32 is the score variance that decided it.
     """
     scores = importance_scores(attn, v, num_protected)
     svar = score_variance(scores, num_protected)
     pooled = svar < threshold
-    x_prune, size_prune = prune(x, size, scores, r)
-    x_pool, size_pool = pool(x, size, metric, r, num_protected)
+    pruned_out = prune(x, size, scores, r, source)
+    pooled_out = pool(x, size, metric, r, num_protected, source)
     choose = pooled.reshape(-1, 1, 1)
-    return ops.where(choose, x_pool, x_prune), ops.where(choose, size_pool, size_prune), pooled, svar
+    x = ops.where(choose, pooled_out[0], pruned_out[0])
+    size = ops.where(choose, pooled_out[1], pruned_out[1])
+    if source is not None:
+        source = ops.where(choose, pooled_out[2], pruned_out[2])
+    return x, size, source, pooled, svar

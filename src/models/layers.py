@@ -1,5 +1,5 @@
 """Building blocks of DeiT, with timm's parameter names so public weights load one to one."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import mindspore as ms
@@ -143,13 +143,14 @@ class Block(nn.Cell):
         self.threshold = threshold
         self.num_protected = num_protected
 
-    def construct(self, x: Tensor, size: Tensor):
+    def construct(self, x: Tensor, size: Tensor, source: Optional[Tensor] = None):
+        """Returns ``(x, size, source, pooled, svar)``; the last two are None outside PP blocks and
+        ``source`` (which original patches each token covers) is carried only when given."""
         out, attn, v, metric = self.attn(self.norm1(x), size)
         x = x + self.drop_path(out)
+        pooled, svar = None, None
         if self.r > 0:
-            x, size, pooled, svar = prune_or_pool(x, size, attn, v, metric, self.r, self.threshold,
-                                                  self.num_protected)
-        else:
-            pooled, svar = None, None
+            x, size, source, pooled, svar = prune_or_pool(x, size, attn, v, metric, self.r, self.threshold,
+                                                          self.num_protected, source)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x, size, pooled, svar
+        return x, size, source, pooled, svar

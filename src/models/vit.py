@@ -72,37 +72,51 @@ class VisionTransformer(nn.Cell):
             logits = (logits + self.head_dist(x[:, 1])) / 2
         return logits
 
-    def forward_with_stats(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward_with_stats(self, x: Tensor, trace: bool = False):
         """Logits plus, per PP block, which images were pooled (``[B, L]`` bool) and their score variance
-        (``[B, L]`` float32). With no PP block both are ``[B, 0]``."""
+        (``[B, L]`` float32); with no PP block both are ``[B, 0]``.
+
+        With ``trace=True`` also a tuple with, per PP block, the ``[B, N_after, N0]`` float32 matrix whose
+        row i marks the initial tokens (prefix tokens, then patches in raster order) that token i stands for
+        after that block's reduction, per image, through any mix of pruning and pooling.
+        """
         x = self._tokens(x)
-        size = ops.ones((x.shape[0], x.shape[1], 1), ms.float32)
-        pooled, svar = (), ()
+        b, n = x.shape[0], x.shape[1]
+        size = ops.ones((b, n, 1), ms.float32)
+        source = ops.broadcast_to(ops.eye(n, n, ms.float32).expand_dims(0), (b, n, n)) if trace else None
+        pooled, svar, sources = (), (), ()
         for blk in self.blocks:
-            x, size, p, s = blk(x, size)
+            x, size, source, p, s = blk(x, size, source)
             if blk.r > 0:
                 pooled += (p.reshape(-1, 1),)
                 svar += (s.reshape(-1, 1),)
-        if not pooled:
-            empty = ops.zeros((x.shape[0], 0), ms.float32)
-            return self._head(x), empty.astype(ms.bool_), empty
-        return self._head(x), ops.concat(pooled, axis=1), ops.concat(svar, axis=1)
+                if trace:
+                    sources += (source,)
+        if pooled:
+            pooled, svar = ops.concat(pooled, axis=1), ops.concat(svar, axis=1)
+        else:
+            svar = ops.zeros((b, 0), ms.float32)
+            pooled = svar.astype(ms.bool_)
+        if trace:
+            return self._head(x), pooled, svar, sources
+        return self._head(x), pooled, svar
 
     def construct(self, x: Tensor) -> Tensor:
         x = self._tokens(x)
         size = ops.ones((x.shape[0], x.shape[1], 1), ms.float32)
         for blk in self.blocks:
-            x, size, _, _ = blk(x, size)
+            x, size, _, _, _ = blk(x, size)
         return self._head(x)
 
 
 class PPTStats(nn.Cell):
-    """Wraps a model so that ``construct`` returns ``(logits, pooled, svar)`` (see ``forward_with_stats``);
-    the model's own ``construct`` stays the lean inference path."""
+    """Wraps a model so that ``construct`` returns ``(logits, pooled, svar)``, plus the token sources when
+    ``trace`` (see ``forward_with_stats``); the model's own ``construct`` stays the lean inference path."""
 
-    def __init__(self, model: VisionTransformer):
+    def __init__(self, model: VisionTransformer, trace: bool = False):
         super().__init__()
         self.model = model
+        self.trace = trace
 
-    def construct(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        return self.model.forward_with_stats(x)
+    def construct(self, x: Tensor):
+        return self.model.forward_with_stats(x, self.trace)

@@ -1,0 +1,59 @@
+"""Shared fixtures: the golden mini DeiT from the official PyTorch PPT code (see tests/fixtures)."""
+import json
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Architecture of the golden model (tests/fixtures/ppt_reference.json -> arch).
+MINI_ARCH = dict(img_size=112, patch_size=8, embed_dim=48, depth=12, num_heads=3)
+MINI_CLASSES = 10
+
+ms.set_device("CPU")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: exhaustive checks; run with -m slow (CI runs them too)")
+
+
+@pytest.fixture(scope="session")
+def golden():
+    """(reference json, reference npz arrays) of the official code's outputs."""
+    meta = json.loads((FIXTURES / "ppt_reference.json").read_text())
+    with np.load(FIXTURES / "ppt_reference.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return meta, arrays
+
+
+@pytest.fixture(scope="session")
+def golden_input(golden):
+    return golden[1]["input"].astype(np.float32)
+
+
+def make_mini(ppt=None, name="deit_tiny_patch16_224", weights=True, **overrides):
+    """The golden architecture, with the golden weights loaded (strictly) unless ``weights`` is False."""
+    from src.checkpoint import load_weights
+    from src.models import create_model
+
+    arch = dict(MINI_ARCH, **overrides)
+    model = create_model(name, num_classes=MINI_CLASSES, ppt=ppt, **arch)
+    if weights:
+        load_weights(model, FIXTURES / "deit_mini.safetensors")
+    model.set_train(False)
+    return model
+
+
+@pytest.fixture
+def graph_mode():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+@pytest.fixture(params=["pynative", "graph"])
+def any_mode(request):
+    ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
+    yield request.param
+    ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -1,0 +1,98 @@
+"""The token-reduction functions against a plain per-image numpy reading of the algorithm (PPT.md)."""
+import mindspore as ms
+import numpy as np
+import pytest
+
+from src.token_reduction import clamp_r, importance_scores, pool, prune, prune_or_pool, score_variance, token_schedule
+
+
+def np_pool(x, size, metric, r, protected):
+    """One image: ToMe bipartite matching with size-weighted averages, written as a loop."""
+    m = metric / np.linalg.norm(metric, axis=-1, keepdims=True)
+    a_pos, b_pos = np.arange(0, len(x), 2), np.arange(1, len(x), 2)
+    sim = m[a_pos] @ m[b_pos].T
+    sim[0, :] = -np.inf
+    if protected == 2:
+        sim[:, 0] = -np.inf
+    best, dst = sim.max(axis=1), sim.argmax(axis=1)
+    ranked = np.argsort(-best, kind="stable")
+    merged, kept = ranked[:r], np.sort(ranked[r:])
+    bx, bs = x[b_pos] * size[b_pos], size[b_pos].copy()
+    for i in merged:
+        bx[dst[i]] += x[a_pos[i]] * size[a_pos[i]]
+        bs[dst[i]] += size[a_pos[i]]
+    ax, as_ = x[a_pos[kept]], size[a_pos[kept]]
+    bx = bx / bs
+    if protected == 2:
+        return (np.concatenate([ax[:1], bx[:1], ax[1:], bx[1:]]), np.concatenate([as_[:1], bs[:1], as_[1:], bs[1:]]))
+    return np.concatenate([ax, bx]), np.concatenate([as_, bs])
+
+
+def _inputs(b=3, n=17, c=8, h=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(b, n, c)).astype(np.float32)
+    size = rng.integers(1, 4, size=(b, n, 1)).astype(np.float32)
+    metric = rng.normal(size=(b, n, 4)).astype(np.float32)
+    logits = rng.normal(size=(b, h, n, n)).astype(np.float32)
+    attn = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    v = rng.normal(size=(b, h, n, c // h)).astype(np.float32)
+    return x, size, metric, attn, v
+
+
+@pytest.mark.parametrize("protected", [1, 2])
+@pytest.mark.parametrize("n,r", [(17, 5), (16, 7), (17, 8)])  # odd/even N, and r at the clamp
+def test_pool_matches_loop_reference(protected, n, r):
+    x, size, metric, _, _ = _inputs(n=n)
+    out_x, out_size, _ = pool(ms.Tensor(x), ms.Tensor(size), ms.Tensor(metric), r, protected)
+    assert out_x.shape == (3, n - r, 8)
+    for i in range(3):
+        ref_x, ref_size = np_pool(x[i], size[i], metric[i], r, protected)
+        np.testing.assert_allclose(out_x.asnumpy()[i], ref_x, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out_size.asnumpy()[i], ref_size)
+        # protected tokens untouched (up to x * size / size rounding)
+        np.testing.assert_allclose(out_x.asnumpy()[i, :protected], x[i, :protected], rtol=1e-6)
+
+
+@pytest.mark.parametrize("protected", [1, 2])
+def test_scores_and_prune(protected):
+    x, size, _, attn, v = _inputs()
+    scores = importance_scores(ms.Tensor(attn), ms.Tensor(v), protected).asnumpy()
+    vnorm = np.sqrt((v ** 2).sum(axis=(1, 3)))
+    raw = attn[:, :, 0, :].sum(1) * vnorm
+    expect = raw[:, protected:] / raw[:, protected:].sum(-1, keepdims=True)
+    np.testing.assert_allclose(scores[:, protected:], expect, rtol=1e-5)
+    assert (scores[:, 0] == 2.0).all() and (protected == 1 or (scores[:, 1] == 1.5).all())
+    np.testing.assert_allclose(score_variance(ms.Tensor(scores), protected).asnumpy(),
+                               expect.var(axis=-1, ddof=1), rtol=1e-5)
+    out_x, out_size, _ = prune(ms.Tensor(x), ms.Tensor(size), ms.Tensor(scores), 6)
+    order = np.argsort(-scores, axis=-1, kind="stable")[:, :17 - 6]
+    np.testing.assert_array_equal(out_x.asnumpy(), np.take_along_axis(x, order[..., None], axis=1))
+    np.testing.assert_array_equal(out_size.asnumpy(), np.take_along_axis(size, order[..., None], axis=1))
+    np.testing.assert_array_equal(order[:, :protected], np.tile(np.arange(protected), (3, 1)))
+
+
+def test_prune_or_pool_picks_per_image():
+    x, size, metric, attn, v = _inputs()
+    t = [ms.Tensor(a) for a in (x, size, attn, v, metric)]
+    svar = score_variance(importance_scores(t[2], t[3], 1), 1).asnumpy()
+    threshold = float(np.median(svar))  # the lowest-variance image pools, the highest prunes
+    out_x, _, _, pooled, got_svar = prune_or_pool(*t, 5, threshold, 1)
+    np.testing.assert_array_equal(pooled.asnumpy(), svar < threshold)
+    assert 0 < pooled.asnumpy().sum() < 3
+    px, _, _ = pool(t[0], t[1], t[4], 5, 1)
+    sx, _, _ = prune(t[0], t[1], importance_scores(t[2], t[3], 1), 5)
+    for i, p in enumerate(pooled.asnumpy()):
+        np.testing.assert_array_equal(out_x.asnumpy()[i], (px if p else sx).asnumpy()[i])
+    np.testing.assert_allclose(got_svar.asnumpy(), svar)
+
+
+def test_token_schedule_and_clamp():
+    assert clamp_r(197, 50) == 50 and clamp_r(97, 50) == 48 and clamp_r(3, 5) == 1
+    counts, rs = token_schedule(197, 12, [3, 6, 9], 50)
+    assert counts == (197,) * 3 + (147,) * 3 + (97,) * 3 + (49,) * 3 and rs == (50, 50, 48)
+    counts, rs = token_schedule(197, 12, [8, 2, 5], [90, 30, 60])  # r pairs with layers as given
+    assert rs == (30, 60, 53) and counts[-1] == 54
+    for bad in (dict(layers=[12], r=1), dict(layers=[1, 1], r=1), dict(layers=[1], r=-1),
+                dict(layers=[1, 2], r=[1])):
+        with pytest.raises(ValueError):
+            token_schedule(197, 12, bad["layers"], bad["r"])
