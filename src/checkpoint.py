@@ -1,0 +1,453 @@
+"""Checkpoint I/O: read DeiT weights from PyTorch / timm / MindSpore files and load them strictly.
+
+Supported inputs (chosen by file extension):
+
+* ``.safetensors`` (timm): read with ``safetensors.numpy``; bfloat16 is widened by bit manipulation.
+* ``.pth`` / ``.pt`` / ``.bin`` (PyTorch zip format, e.g. the DeiT release files): read **without torch** by a
+  restricted unpickler that can only rebuild tensors and plain containers, so a malicious file cannot run code.
+* ``.ckpt`` (MindSpore): ``mindspore.load_checkpoint``; entries named ``meta.*`` are metadata, not weights.
+
+Floating tensors are returned as float32 numpy arrays; integer / bool tensors keep their dtype (DeiT has none,
+so strict loading reports them as unexpected entries).
+"""
+import argparse
+import collections
+import io
+import math
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+from safetensors import SafetensorError, deserialize, safe_open
+
+from .models import create_model, list_models, model_defaults
+
+__all__ = [
+    "CheckpointMismatchError", "UnsafePickleError", "read_state_dict", "load_state_dict", "load_weights",
+    "save_weights", "read_checkpoint_meta", "infer_model_args", "convert_checkpoint",
+]
+
+PathLike = Union[str, os.PathLike]
+MetaValue = Union[int, float, str, bool]
+
+TORCH_EXTS = (".pth", ".pt", ".bin")
+META_PREFIX = "meta."
+_HEAD_PREFIXES = ("head.", "head_dist.")
+_INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
+
+
+class CheckpointMismatchError(ValueError):
+    """The file's entries do not match the model's parameters one to one (names, shapes or dtypes)."""
+
+
+class UnsafePickleError(ValueError):
+    """A PyTorch file's pickle references a global outside the small allow-list (possibly malicious)."""
+
+
+# ----------------------------------------------------------------------------------------------- readers
+
+def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """Widen raw bfloat16 bit patterns (uint16) to float32: bfloat16 is the top half of a float32."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _as_weight(arr: np.ndarray) -> np.ndarray:
+    """float16/float64 -> float32; other dtypes are kept."""
+    return arr.astype(np.float32, copy=False) if np.issubdtype(arr.dtype, np.floating) else arr
+
+
+def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    try:
+        with safe_open(path, framework="np") as f:
+            names = list(f.keys())
+            dtypes = {name: f.get_slice(name).get_dtype() for name in names}
+            state = {name: _as_weight(f.get_tensor(name)) for name in names if dtypes[name] != "BF16"}
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a valid safetensors file ({e})") from e
+    if len(state) < len(names):
+        # safetensors.numpy cannot build bfloat16 arrays (numpy has no such dtype): take the raw bytes.
+        with open(path, "rb") as fh:
+            raw = dict(deserialize(fh.read()))
+        for name in names:
+            if dtypes[name] == "BF16":
+                bits = np.frombuffer(bytes(raw[name]["data"]), dtype="<u2").reshape(raw[name]["shape"])
+                state[name] = _bf16_to_f32(bits)
+    return {name: state[name] for name in names}
+
+
+class _StorageType(NamedTuple):
+    """Stand-in for ``torch.<X>Storage`` (a NamedTuple, so a pickle BUILD cannot mutate it)."""
+    name: str
+    dtype: str
+    bfloat16: bool
+
+
+class _Storage(NamedTuple):
+    """A storage record of the zip: a flat array in native byte order."""
+    data: np.ndarray
+    bfloat16: bool
+
+
+_STORAGE_TYPES = {
+    name: _StorageType(name, dtype, name == "BFloat16Storage")
+    for name, dtype in (
+        ("FloatStorage", "f4"), ("DoubleStorage", "f8"), ("HalfStorage", "f2"), ("BFloat16Storage", "u2"),
+        ("LongStorage", "i8"), ("IntStorage", "i4"), ("ShortStorage", "i2"), ("CharStorage", "i1"),
+        ("ByteStorage", "u1"), ("BoolStorage", "?"),
+    )
+}
+
+
+def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any = None,
+                       backward_hooks: Any = None, metadata: Any = None) -> np.ndarray:
+    """numpy twin of ``torch._utils._rebuild_tensor_v2``: a (copied) strided view into a storage.
+
+    Every argument comes from an untrusted pickle, so types and bounds are checked before ``as_strided``
+    (which would otherwise read outside the buffer). ``requires_grad``/hooks/metadata do not affect values.
+    """
+    if not isinstance(storage, _Storage):
+        raise ValueError(f"_rebuild_tensor_v2: expected a storage, got {type(storage).__name__}")
+    ints = (storage_offset, *size, *stride) if isinstance(size, tuple) and isinstance(stride, tuple) else None
+    if ints is None or len(size) != len(stride) or not all(type(v) is int and v >= 0 for v in ints):
+        raise ValueError(f"_rebuild_tensor_v2: bad offset/size/stride {storage_offset!r} {size!r} {stride!r}")
+    flat = storage.data
+    if math.prod(size) == 0:
+        out = np.zeros(size, dtype=flat.dtype)
+    else:
+        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= flat.size:
+            raise ValueError(f"_rebuild_tensor_v2: tensor of size {size} stride {stride} offset {storage_offset} "
+                             f"reaches element {last} of a storage with {flat.size} elements")
+        item = flat.itemsize
+        out = np.lib.stride_tricks.as_strided(flat[storage_offset:], shape=size,
+                                              strides=tuple(s * item for s in stride), writeable=False).copy()
+    return _bf16_to_f32(out) if storage.bfloat16 else out
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = None, backward_hooks: Any = None,
+                       state: Any = None) -> np.ndarray:
+    """numpy twin of ``torch._utils._rebuild_parameter(_with_state)``: a Parameter is just its tensor here."""
+    if not isinstance(data, np.ndarray):
+        raise ValueError(f"_rebuild_parameter: expected a tensor, got {type(data).__name__}")
+    return data
+
+
+_ALLOWED_GLOBALS: Dict[Tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    # DeiT's main.py stores its argparse namespace next to the weights ({"model": ..., "args": args}).
+    ("argparse", "Namespace"): argparse.Namespace,
+    **{("torch", name): storage_type for name, storage_type in _STORAGE_TYPES.items()},
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for ``data.pkl`` that resolves only allow-listed globals and reads storages from the zip."""
+
+    def __init__(self, path: str, archive: zipfile.ZipFile, prefix: str, byteorder: str) -> None:
+        super().__init__(io.BytesIO(archive.read(f"{prefix}data.pkl")))
+        self._path, self._archive, self._prefix, self._byteorder = path, archive, prefix, byteorder
+        self._storages: Dict[str, _Storage] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self._path}: refusing to unpickle global '{module}.{name}': only tensors, storages and plain "
+                "containers are allowed (not a plain state dict, or a malicious file)") from None
+
+    def persistent_load(self, pid: Any) -> _Storage:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and type(pid[4]) is int):
+            raise ValueError(f"unsupported persistent id {pid!r} (expected a tensor storage)")
+        storage_type, key, numel = pid[1], pid[2], pid[4]
+        if key not in self._storages:
+            record = f"{self._prefix}data/{key}"
+            try:
+                raw = self._archive.read(record)
+            except KeyError:
+                raise ValueError(f"storage record '{record}' is missing") from None
+            dtype = np.dtype(storage_type.dtype).newbyteorder("<" if self._byteorder == "little" else ">")
+            if len(raw) < numel * dtype.itemsize:
+                raise ValueError(f"storage record '{record}' has {len(raw)} bytes, "
+                                 f"expected {numel} x {storage_type.name} ({numel * dtype.itemsize} bytes)")
+            data = np.frombuffer(raw, dtype=dtype, count=numel).astype(dtype.newbyteorder("="))
+            self._storages[key] = _Storage(data, storage_type.bfloat16)
+        return self._storages[key]
+
+
+def _archive_prefix(path: str, archive: zipfile.ZipFile) -> str:
+    """The single top-level folder holding ``data.pkl`` (torch names it after the file, e.g. ``archive/``)."""
+    prefixes = [name[: -len("data.pkl")] for name in archive.namelist()
+                if name.endswith("/data.pkl") and name.count("/") == 1]
+    if len(prefixes) != 1:
+        raise ValueError(f"{path}: not a PyTorch checkpoint: expected one '<folder>/data.pkl' record in the zip, "
+                         f"found {len(prefixes)}")
+    return prefixes[0]
+
+
+def _unwrap_state_dict(path: str, obj: Any) -> Dict[str, np.ndarray]:
+    """Accept a bare state dict or the DeiT release layout ``{"model": state_dict, ...}``."""
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    elif not (isinstance(obj, dict) and obj and all(isinstance(v, np.ndarray) for v in obj.values())):
+        found = f"dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{path}: expected a state dict or {{'model': state_dict}}, found a {found}")
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, np.ndarray):
+            raise ValueError(f"{path}: state dict entry {key!r} is a {type(value).__name__}, expected a tensor")
+    if not obj:
+        raise ValueError(f"{path}: the state dict is empty")
+    return {key: _as_weight(value) for key, value in obj.items()}
+
+
+def _read_torch(path: str) -> Dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a PyTorch zip checkpoint (legacy torch<1.6 format or not a torch file); "
+                         "re-save it with a recent torch: torch.save(torch.load(f), f)")
+    with zipfile.ZipFile(path) as archive:
+        prefix = _archive_prefix(path, archive)
+        names = set(archive.namelist())
+        # Files from before the byteorder record existed were written on little-endian machines.
+        record = f"{prefix}byteorder"
+        byteorder = archive.read(record).decode().strip() if record in names else "little"
+        if byteorder not in ("little", "big"):
+            raise ValueError(f"{path}: unknown byteorder record {byteorder!r}, expected 'little' or 'big'")
+        try:
+            obj = _RestrictedUnpickler(path, archive, prefix, byteorder).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, zipfile.BadZipFile, ValueError, EOFError, TypeError, AttributeError,
+                IndexError) as e:
+            raise ValueError(f"{path}: cannot rebuild the tensors of {prefix}data.pkl "
+                             f"({type(e).__name__}: {e})") from e
+    return _unwrap_state_dict(path, obj)
+
+
+def _is_meta(name: str) -> bool:
+    return name.startswith(META_PREFIX)
+
+
+def _load_ckpt(path: str, meta_only: bool = False) -> Dict[str, Any]:
+    try:
+        return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({e})") from e
+
+
+def _read_ckpt(path: str) -> Dict[str, np.ndarray]:
+    state = {}
+    for name, value in _load_ckpt(path).items():
+        if _is_meta(name):
+            continue
+        if isinstance(value, str):
+            raise ValueError(f"{path}: entry '{name}' is a string, expected a tensor "
+                             f"(metadata must be named '{META_PREFIX}*')")
+        # Copy: asnumpy() may share memory with the temporary Parameter.
+        state[name] = _as_weight(np.array(value.asnumpy()))
+    return state
+
+
+def _check_exists(path: PathLike) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    return path
+
+
+def read_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
+    """Read the weights of a ``.safetensors``, PyTorch (``.pth``/``.pt``/``.bin``) or MindSpore ``.ckpt`` file.
+
+    Returns ``{name: array}`` in the file's order, floating tensors as float32. No torch is needed and no
+    pickle code is run. Raises FileNotFoundError for a missing file and ValueError for anything unreadable.
+    """
+    path = _check_exists(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".safetensors":
+        return _read_safetensors(path)
+    if ext in TORCH_EXTS:
+        return _read_torch(path)
+    if ext == ".ckpt":
+        return _read_ckpt(path)
+    raise ValueError(f"{path}: unsupported checkpoint extension '{ext}', expected .safetensors, "
+                     f"{', '.join(TORCH_EXTS)} or .ckpt")
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def _is_head(name: str) -> bool:
+    return name.startswith(_HEAD_PREFIXES)
+
+
+def _fmt_shape(shape: Tuple[int, ...]) -> str:
+    return "(" + ",".join(map(str, shape)) + ")"
+
+
+def load_state_dict(model: nn.Cell, state: Dict[str, np.ndarray], drop_head: bool = False,
+                    source: str = "state dict") -> None:
+    """Strictly copy ``state`` into ``model``'s parameters (names from ``model.parameters_and_names()``).
+
+    Missing, unexpected, wrong-shaped or non-floating entries raise one CheckpointMismatchError listing them
+    all; nothing is assigned unless everything matches. ``drop_head=True`` ignores ``head.*``/``head_dist.*``
+    in ``state`` and keeps the model's own heads (fine-tuning to another class count).
+    """
+    params = {name: param for name, param in model.parameters_and_names()
+              if not (drop_head and _is_head(name))}
+    if drop_head:
+        state = {name: value for name, value in state.items() if not _is_head(name)}
+    missing = [f"{n} {_fmt_shape(tuple(p.shape))}" for n, p in params.items() if n not in state]
+    unexpected = [f"{n} {_fmt_shape(v.shape)}" for n, v in state.items() if n not in params]
+    wrong = []
+    for name, value in state.items():
+        if name not in params:
+            continue
+        want = tuple(params[name].shape)
+        if value.shape != want:
+            wrong.append(f"{name} file {_fmt_shape(value.shape)} vs model {_fmt_shape(want)}")
+        elif not np.issubdtype(value.dtype, np.floating):
+            wrong.append(f"{name} file dtype {value.dtype} vs model {params[name].dtype}")
+    if missing or unexpected or wrong:
+        parts = [f"{label} {len(items)}: [{'; '.join(items)}]" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("mismatched", wrong)) if items]
+        raise CheckpointMismatchError(f"{source} does not match the model: {' | '.join(parts)}")
+    for name, param in params.items():
+        param.set_data(ms.Tensor(state[name], dtype=param.dtype))
+
+
+def load_weights(model: nn.Cell, path: PathLike, drop_head: bool = False) -> None:
+    """Read ``path`` (any supported format) and load it strictly into ``model``; see :func:`load_state_dict`."""
+    load_state_dict(model, read_state_dict(path), drop_head=drop_head, source=os.fspath(path))
+
+
+# ----------------------------------------------------------------------------------------------- saving
+
+def _meta_entry(key: Any, value: Any) -> Any:
+    """A metadata value as ``mindspore.save_checkpoint`` stores it losslessly (floats as float64 tensors)."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"save_weights: metadata key {key!r} must be a non-empty string")
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if not _INT64_RANGE[0] <= value <= _INT64_RANGE[1]:
+            raise ValueError(f"save_weights: metadata '{key}'={value} does not fit in int64")
+        return value
+    if isinstance(value, float):
+        return ms.Tensor(np.float64(value))
+    raise ValueError(f"save_weights: metadata '{key}' is a {type(value).__name__}, expected int, float, str or bool")
+
+
+def save_weights(model: nn.Cell, path: PathLike, meta: Optional[Dict[str, MetaValue]] = None) -> None:
+    """Write ``model``'s parameters to a MindSpore ``.ckpt`` atomically, with ``meta`` under ``meta.<key>``.
+
+    The file appears complete or not at all: it is written to a temporary name in the same folder and then
+    moved into place with ``os.replace``.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".ckpt"):
+        raise ValueError(f"save_weights: {path}: the file name must end with .ckpt")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"save_weights: {path}: folder {folder} does not exist")
+    append = {META_PREFIX + key: _meta_entry(key, value) for key, value in (meta or {}).items()}
+    entries = [{"name": name, "data": param} for name, param in model.parameters_and_names()]
+    # The .ckpt suffix matters: mindspore.save_checkpoint appends one to any other name.
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp.ckpt")
+    os.close(fd)
+    try:
+        ms.save_checkpoint(entries, tmp, append_dict=append)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_checkpoint_meta(path: PathLike) -> Dict[str, MetaValue]:
+    """The ``meta.*`` entries of a ``.ckpt`` written by :func:`save_weights`, without the prefix."""
+    path = _check_exists(path)
+    if not path.endswith(".ckpt"):
+        raise ValueError(f"{path}: metadata is only stored in MindSpore .ckpt files")
+    meta = {}
+    for name, value in _load_ckpt(path, meta_only=True).items():
+        meta[name[len(META_PREFIX):]] = value if isinstance(value, str) else value.asnumpy().item()
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------- conversion
+
+def _entry(state: Dict[str, np.ndarray], name: str, ndim: int, source: str) -> np.ndarray:
+    if name not in state:
+        raise ValueError(f"{source}: cannot infer the architecture: no '{name}' entry (pass --model)")
+    if state[name].ndim != ndim:
+        raise ValueError(f"{source}: cannot infer the architecture: '{name}' has shape "
+                         f"{_fmt_shape(state[name].shape)}, expected {ndim} dims")
+    return state[name]
+
+
+def infer_model_args(state: Dict[str, np.ndarray], source: str = "state dict") -> Tuple[str, int, Dict[str, Any]]:
+    """Infer ``(model_name, num_classes, overrides)`` for :func:`src.models.create_model` from weight shapes.
+
+    embed_dim, patch_size, depth, mlp_ratio, distillation (``dist_token``), img_size (``pos_embed`` length)
+    and num_classes (``head.weight``) come from the shapes; num_heads cannot, so it is taken from the
+    registered model of the same width (preferring the one needing the fewest overrides).
+    """
+    proj = _entry(state, "patch_embed.proj.weight", 4, source)
+    pos_embed = _entry(state, "pos_embed", 3, source)
+    head = _entry(state, "head.weight", 2, source)
+    fc1 = _entry(state, "blocks.0.mlp.fc1.weight", 2, source)
+    embed_dim, patch_size = proj.shape[0], proj.shape[2]
+    distilled = "dist_token" in state
+    num_patches = pos_embed.shape[1] - (2 if distilled else 1)
+    grid = math.isqrt(max(num_patches, 0))
+    if grid * grid != num_patches:
+        raise ValueError(f"{source}: cannot infer img_size: pos_embed {_fmt_shape(pos_embed.shape)} does not hold "
+                         f"a square grid of patches")
+    block_ids = {int(m.group(1)) for m in (re.match(r"blocks\.(\d+)\.", name) for name in state) if m}
+    depth = max(block_ids) + 1
+    arch = {"img_size": grid * patch_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
+            "mlp_ratio": fc1.shape[0] / embed_dim}
+    candidates = [name for name in list_models() if model_defaults(name)["distilled"] == distilled
+                  and model_defaults(name)["embed_dim"] == embed_dim]
+    if not candidates:
+        raise ValueError(f"{source}: cannot infer num_heads: embed_dim {embed_dim} (distilled={distilled}) matches "
+                         "no registered model; pass --model NAME with --embed_dim/--num_heads/... overrides")
+    overrides = {name: {k: v for k, v in arch.items() if model_defaults(name)[k] != v} for name in candidates}
+    best = min(candidates, key=lambda name: len(overrides[name]))
+    return best, head.shape[0], overrides[best]
+
+
+def convert_checkpoint(src: PathLike, dst: PathLike, model_name: Optional[str] = None,
+                       num_classes: Optional[int] = None, **overrides: Any) -> str:
+    """Convert ``src`` (any supported format) to a MindSpore ``.ckpt`` at ``dst``; returns a one-line summary.
+
+    Without ``model_name`` the architecture is inferred (:func:`infer_model_args`); with it, the registered
+    architecture plus ``overrides`` is used and num_classes defaults to the file's head size. The weights are
+    loaded strictly before anything is written. ``dst`` gets metadata ``model``, ``num_classes``, the
+    overrides and ``source`` so the model can be rebuilt from the file alone.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    state = read_state_dict(src)
+    if model_name is None:
+        if overrides:
+            raise ValueError(f"architecture overrides {sorted(overrides)} need an explicit model name")
+        model_name, inferred_classes, overrides = infer_model_args(state, src)
+    else:
+        # A file without a 2-D head.weight fails the strict load below, whatever num_classes is.
+        head = state.get("head.weight")
+        inferred_classes = head.shape[0] if head is not None and head.ndim == 2 else 1000
+    num_classes = inferred_classes if num_classes is None else num_classes
+    model = create_model(model_name, num_classes=num_classes, **overrides)
+    load_state_dict(model, state, source=src)
+    save_weights(model, dst, meta={"model": model_name, "num_classes": num_classes, **overrides,
+                                   "source": os.path.basename(src)})
+    details = "".join(f", {k}={v}" for k, v in overrides.items())
+    return f"converted {src} ({len(state)} tensors) -> {dst}: {model_name} (num_classes={num_classes}{details})"

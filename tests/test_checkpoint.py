@@ -1,0 +1,359 @@
+"""Tests for src/checkpoint.py and convert.py: torch-free .pth reading, safetensors, strict loading, .ckpt I/O."""
+import argparse
+import json
+import os
+import pickle
+import shlex
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from src.checkpoint import (CheckpointMismatchError, UnsafePickleError, infer_model_args, load_weights,
+                            read_checkpoint_meta, read_state_dict, save_weights)
+from src.models import create_model
+
+from .conftest import FIXTURES, MINI_ARCH, MINI_CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
+MINI_PTH = FIXTURES / "deit_mini.pth"
+MINI_ST = FIXTURES / "deit_mini.safetensors"
+
+
+def _mini(num_classes: int = MINI_CLASSES):
+    """The mini DeiT of the fixtures, randomly initialised."""
+    return create_model("deit_tiny_patch16_224", num_classes=num_classes, **MINI_ARCH)
+
+
+def _params(model) -> Dict[str, np.ndarray]:
+    return {name: param.asnumpy().copy() for name, param in model.parameters_and_names()}
+
+
+# --- a minimal torch-free writer of PyTorch zip checkpoints, emitting the pickle opcodes torch.save emits ---
+
+def _p_str(text: str) -> bytes:
+    raw = text.encode()
+    return pickle.BINUNICODE + struct.pack("<I", len(raw)) + raw
+
+
+def _p_int(value: int) -> bytes:
+    return pickle.BININT + struct.pack("<i", value)
+
+
+def _p_ints(values: Tuple[int, ...]) -> bytes:
+    return pickle.MARK + b"".join(map(_p_int, values)) + pickle.TUPLE
+
+
+def _p_global(module: str, name: str) -> bytes:
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+def _p_ordered_dict() -> bytes:
+    return _p_global("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE
+
+
+def _p_embed(obj) -> bytes:
+    """A plain object pickled by the standard library, without its PROTO header and STOP."""
+    return pickle.dumps(obj, protocol=2)[2:-1]
+
+
+def _p_tensor(key: str, storage_type: str, numel: int, offset: int, shape, stride) -> bytes:
+    storage = (pickle.MARK + _p_str("storage") + _p_global("torch", storage_type) + _p_str(key) + _p_str("cpu")
+               + _p_int(numel) + pickle.TUPLE + pickle.BINPERSID)
+    args = storage + _p_int(offset) + _p_ints(shape) + _p_ints(stride) + pickle.NEWFALSE + _p_ordered_dict()
+    return _p_global("torch._utils", "_rebuild_tensor_v2") + pickle.MARK + args + pickle.TUPLE + pickle.REDUCE
+
+
+def _write_zip(path: Path, pkl: bytes, storages: Dict[str, bytes], byteorder: str = "little") -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", pkl)
+        zf.writestr("archive/byteorder", byteorder)
+        for key, raw in storages.items():
+            zf.writestr(f"archive/data/{key}", raw)
+        zf.writestr("archive/version", "3\n")
+
+
+def _write_pth(path: Path, entries: Dict[str, tuple], storages: Dict[str, bytes], storage_type: str = "FloatStorage",
+               byteorder: str = "little", wrap: bool = True) -> None:
+    """``entries``: name -> (storage key, numel, offset, shape, stride). Mirrors torch: an OrderedDict state dict
+    with ``_metadata`` set by BUILD; ``wrap`` gives DeiT's training layout {"model", "epoch", "args"}."""
+    items = b"".join(_p_str(name) + _p_tensor(key, storage_type, *rest) for name, (key, *rest) in entries.items())
+    state = (_p_ordered_dict() + pickle.MARK + items + pickle.SETITEMS
+             + _p_embed({"_metadata": {"": {"version": 1}}}) + pickle.BUILD)
+    if wrap:
+        state = (pickle.EMPTY_DICT + pickle.MARK + _p_str("model") + state + _p_str("epoch") + _p_int(5)
+                 + _p_str("args") + _p_embed(argparse.Namespace(lr=5e-4)) + pickle.SETITEMS)
+    _write_zip(path, pickle.PROTO + b"\x02" + state + pickle.STOP, storages, byteorder)
+
+
+def _encode(x: np.ndarray, storage_type: str, byteorder: str) -> bytes:
+    order = "<" if byteorder == "little" else ">"
+    if storage_type == "BFloat16Storage":
+        return (x.astype(np.float32).view(np.uint32) >> 16).astype(order + "u2").tobytes()
+    kind = {"FloatStorage": "f4", "HalfStorage": "f2", "DoubleStorage": "f8"}[storage_type]
+    return x.astype(order + kind).tobytes()
+
+
+def _state_to_pth(path: Path, state: Dict[str, np.ndarray], storage_type: str = "FloatStorage",
+                  byteorder: str = "little", wrap: bool = True) -> None:
+    """One contiguous storage per tensor, like ``torch.save(model.state_dict())``."""
+    entries, storages = {}, {}
+    for i, (name, x) in enumerate(state.items()):
+        stride = tuple(int(np.prod(x.shape[d + 1:])) for d in range(x.ndim))
+        entries[name] = (str(i), x.size, 0, x.shape, stride)
+        storages[str(i)] = _encode(x, storage_type, byteorder)
+    _write_pth(path, entries, storages, storage_type, byteorder, wrap)
+
+
+def _assert_same(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> None:
+    assert set(a) == set(b)
+    for name in a:
+        assert a[name].dtype == np.float32 and a[name].shape == b[name].shape, name
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def test_pth_and_safetensors_read_identically():
+    from_pth, from_st = read_state_dict(MINI_PTH), read_state_dict(MINI_ST)
+    assert len(from_pth) == 152 and set(from_pth) == set(from_st)
+    _assert_same(from_pth, from_st)
+
+
+def test_bare_state_dict_pth(tmp_path):
+    # Rewrite the fixture's pickle from {"model": sd} to sd: drop the outer dict, its key and final SETITEM.
+    with zipfile.ZipFile(MINI_PTH) as zf:
+        records = {name: zf.read(name) for name in zf.namelist()}
+    pkl = records["deit_mini/data.pkl"]
+    outer = b"\x80\x02}q\x00X\x05\x00\x00\x00modelq\x01"
+    assert pkl.startswith(outer) and pkl.endswith(b"s.")
+    records["deit_mini/data.pkl"] = b"\x80\x02" + pkl[len(outer):-2] + b"."
+    bare = tmp_path / "bare.pth"
+    with zipfile.ZipFile(bare, "w") as zf:
+        for name, raw in records.items():
+            zf.writestr(name, raw)
+    _assert_same(read_state_dict(bare), read_state_dict(MINI_ST))
+
+
+@pytest.mark.parametrize("storage_type,byteorder", [("FloatStorage", "little"), ("FloatStorage", "big"),
+                                                    ("HalfStorage", "little"), ("BFloat16Storage", "big"),
+                                                    ("DoubleStorage", "little")])
+def test_pth_dtypes_and_byteorder(tmp_path, storage_type, byteorder):
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    expected = {"FloatStorage": x, "DoubleStorage": x, "HalfStorage": x.astype(np.float16).astype(np.float32),
+                "BFloat16Storage": ((x.view(np.uint32) >> 16) << 16).view(np.float32)}[storage_type]
+    path = tmp_path / "w.pt"
+    _state_to_pth(path, {"w": x, "b": x[0]}, storage_type, byteorder, wrap=False)
+    state = read_state_dict(path)
+    _assert_same(state, {"w": expected, "b": expected[0]})
+
+
+def test_pth_views_offsets_and_shared_storage(tmp_path):
+    flat = np.arange(24, dtype=np.float32)
+    entries = {"t": ("0", 24, 2, (3, 4), (1, 3)),  # a transposed view starting at element 2
+               "row": ("0", 24, 20, (4,), (1,)),
+               "every5": ("0", 24, 0, (5,), (5,))}
+    path = tmp_path / "views.bin"
+    _write_pth(path, entries, {"0": flat.tobytes()}, wrap=False)
+    state = read_state_dict(path)
+    np.testing.assert_array_equal(state["t"], flat[2:14].reshape(4, 3).T)
+    np.testing.assert_array_equal(state["row"], flat[20:24])
+    np.testing.assert_array_equal(state["every5"], flat[::5])
+
+
+def test_pth_saved_parameters(tmp_path):
+    # torch.save({"w": nn.Parameter(t)}) wraps the tensor in _rebuild_parameter(tensor, requires_grad, hooks).
+    x = np.arange(6, dtype=np.float32)
+    param = (_p_global("torch._utils", "_rebuild_parameter") + pickle.MARK + _p_tensor("0", "FloatStorage", 6, 0,
+             (2, 3), (3, 1)) + pickle.NEWTRUE + _p_ordered_dict() + pickle.TUPLE + pickle.REDUCE)
+    pkl = pickle.PROTO + b"\x02" + _p_ordered_dict() + pickle.MARK + _p_str("w") + param + pickle.SETITEMS + pickle.STOP
+    _write_zip(tmp_path / "p.pth", pkl, {"0": x.tobytes()})
+    np.testing.assert_array_equal(read_state_dict(tmp_path / "p.pth")["w"], x.reshape(2, 3))
+
+
+def test_pth_out_of_bounds_view_is_refused(tmp_path):
+    path = tmp_path / "oob.pth"
+    _write_pth(path, {"w": ("0", 4, 1, (4,), (1,))}, {"0": np.zeros(4, np.float32).tobytes()}, wrap=False)
+    with pytest.raises(ValueError, match=r"oob\.pth.*reaches element 4 of a storage with 4 elements"):
+        read_state_dict(path)
+
+
+def test_safetensors_half_and_bfloat16(tmp_path):
+    x = np.random.default_rng(1).standard_normal(6).astype(np.float32)
+    save_file({"h": x.astype(np.float16)}, str(tmp_path / "h.safetensors"))
+    np.testing.assert_array_equal(read_state_dict(tmp_path / "h.safetensors")["h"], x.astype(np.float16))
+    # Hand-written file: the safetensors numpy API cannot produce bfloat16.
+    bits = (x.view(np.uint32) >> 16).astype("<u2").tobytes()
+    header = json.dumps({"b": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, len(bits)]}}).encode()
+    (tmp_path / "b.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bits)
+    b = read_state_dict(tmp_path / "b.safetensors")["b"]
+    assert b.dtype == np.float32
+    np.testing.assert_array_equal(b, ((x.view(np.uint32) >> 16) << 16).view(np.float32).reshape(2, 3))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])  # GLOBAL and STACK_GLOBAL opcodes
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {shlex.quote(str(marker))}",)
+
+    payload = pickle.dumps({"model": {"w": Payload()}}, protocol=protocol)
+    pickle.loads(payload)  # the payload is live: plain pickle runs it
+    assert marker.exists()
+    marker.unlink()
+    path = tmp_path / "evil.pth"
+    _write_zip(path, payload, {})
+    refused = rf"evil\.pth: refusing to unpickle global '{os.system.__module__}\.system'"
+    with pytest.raises(UnsafePickleError, match=refused):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_unreadable_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        read_state_dict(tmp_path / "nope.pth")
+    (tmp_path / "w.npz").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"w\.npz: unsupported checkpoint extension '\.npz'"):
+        read_state_dict(tmp_path / "w.npz")
+    (tmp_path / "legacy.pth").write_bytes(pickle.dumps({"w": 1}))
+    with pytest.raises(ValueError, match=r"legacy\.pth: not a PyTorch zip checkpoint.*re-save"):
+        read_state_dict(tmp_path / "legacy.pth")
+    _write_zip(tmp_path / "list.pth", pickle.dumps([1, 2], protocol=2), {})
+    with pytest.raises(ValueError, match=r"list\.pth: expected a state dict or \{'model': state_dict\}, found a list"):
+        read_state_dict(tmp_path / "list.pth")
+    (tmp_path / "bad.ckpt").write_bytes(b"garbage" * 8)
+    with pytest.raises(ValueError, match=r"bad\.ckpt: not a readable MindSpore checkpoint"):
+        read_state_dict(tmp_path / "bad.ckpt")
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+def test_pth_and_safetensors_load_identically():
+    a, b = _mini(), _mini()
+    load_weights(a, MINI_PTH)
+    load_weights(b, MINI_ST)
+    _assert_same(_params(a), _params(b))
+    _assert_same(_params(a), read_state_dict(MINI_ST))
+
+
+def test_strict_mismatch_lists_everything_and_leaves_model_untouched(tmp_path):
+    state = read_state_dict(MINI_ST)
+    del state["blocks.3.mlp.fc1.bias"]
+    state["blocks.99.extra"] = np.zeros((2, 3), np.float32)
+    state["pos_embed"] = np.zeros((1, 50, 48), np.float32)
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    model = _mini()
+    before = _params(model)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_weights(model, tmp_path / "bad.safetensors")
+    message = str(info.value)
+    assert "\n" not in message and "bad.safetensors does not match the model" in message
+    assert "missing 1: [blocks.3.mlp.fc1.bias (192)]" in message
+    assert "unexpected 1: [blocks.99.extra (2,3)]" in message
+    assert "mismatched 1: [pos_embed file (1,50,48) vs model (1,197,48)]" in message
+    _assert_same(_params(model), before)
+
+
+def test_drop_head_for_other_class_count():
+    model = _mini(num_classes=5)
+    before = _params(model)
+    with pytest.raises(CheckpointMismatchError, match=r"head\.weight file \(10,48\) vs model \(5,48\)"):
+        load_weights(model, MINI_PTH)
+    load_weights(model, MINI_PTH, drop_head=True)
+    after, file_state = _params(model), read_state_dict(MINI_PTH)
+    for name, value in after.items():
+        expected = before[name] if name.startswith("head.") else file_state[name]
+        np.testing.assert_array_equal(value, expected, err_msg=name)
+    assert after["head.weight"].shape == (5, 48)
+
+
+# ------------------------------------------------------------------------------------------------ .ckpt
+
+def test_ckpt_round_trip_with_metadata(tmp_path):
+    model = _mini()
+    load_weights(model, MINI_PTH)
+    path = tmp_path / "w.ckpt"
+    meta = {"epoch": 7, "lr": 0.1234567891234, "model": "deit_tiny_patch16_224", "best": True, "big": 2 ** 40}
+    save_weights(model, path, meta={"epoch": 1})
+    save_weights(model, path, meta=meta)  # overwrites the (read-only) earlier file
+    assert os.listdir(tmp_path) == ["w.ckpt"]  # no temporary file left behind
+    assert read_checkpoint_meta(path) == meta
+    state = read_state_dict(path)
+    assert not any(name.startswith("meta.") for name in state)
+    fresh = _mini()
+    load_weights(fresh, path)
+    _assert_same(_params(fresh), read_state_dict(MINI_PTH))
+
+
+def test_save_weights_rejects_bad_input(tmp_path):
+    model = _mini()
+    with pytest.raises(ValueError, match=r"metadata 'tags' is a list, expected int, float, str or bool"):
+        save_weights(model, tmp_path / "w.ckpt", meta={"tags": [1]})
+    with pytest.raises(ValueError, match=r"w\.pth: the file name must end with \.ckpt"):
+        save_weights(model, tmp_path / "w.pth")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_weights(model, tmp_path / "missing" / "w.ckpt")
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------ convert
+
+def _zeros_state(shapes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
+    return {name: np.broadcast_to(np.float32(0), shape) for name, shape in shapes.items()}
+
+
+def test_infer_model_args():
+    tiny = {name: tuple(p.shape) for name, p in create_model("deit_tiny_distilled_patch16_224",
+                                                              num_classes=7).parameters_and_names()}
+    assert infer_model_args(_zeros_state(tiny)) == ("deit_tiny_distilled_patch16_224", 7, {})
+    base_384 = {"patch_embed.proj.weight": (768, 3, 16, 16), "pos_embed": (1, 577, 768), "head.weight": (1000, 768),
+                "blocks.0.mlp.fc1.weight": (3072, 768), "blocks.11.norm1.weight": (768,)}
+    assert infer_model_args(_zeros_state(base_384)) == ("deit_base_patch16_384", 1000, {})
+    shallow = dict(base_384, pos_embed=(1, 197, 768), **{"blocks.5.norm1.weight": (768,)})
+    del shallow["blocks.11.norm1.weight"]
+    assert infer_model_args(_zeros_state(shallow)) == ("deit_base_patch16_224", 1000, {"depth": 6})
+    with pytest.raises(ValueError, match="embed_dim 48 .* matches no registered model"):
+        infer_model_args(read_state_dict(MINI_ST))
+
+
+def _convert(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "convert.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_convert_infers_a_registered_arch(tmp_path):
+    model = create_model("deit_tiny_distilled_patch16_224", num_classes=7)
+    rng = np.random.default_rng(0)
+    state = {name: rng.standard_normal(p.shape).astype(np.float32) for name, p in model.parameters_and_names()}
+    _state_to_pth(tmp_path / "src.pth", state)
+    result = _convert("src.pth", "out.ckpt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines() == [
+        f"converted src.pth ({len(state)} tensors) -> out.ckpt: deit_tiny_distilled_patch16_224 (num_classes=7)"]
+    _assert_same(read_state_dict(tmp_path / "out.ckpt"), state)
+    assert read_checkpoint_meta(tmp_path / "out.ckpt") == {
+        "model": "deit_tiny_distilled_patch16_224", "num_classes": 7, "source": "src.pth"}
+
+
+def test_convert_mini_with_overrides(tmp_path):
+    flags = [f"--{k}={v}" for k, v in MINI_ARCH.items()]
+    result = _convert(str(MINI_PTH), "mini.ckpt", "--model_name", "deit_tiny_patch16_224", *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _assert_same(read_state_dict(tmp_path / "mini.ckpt"), read_state_dict(MINI_PTH))
+    assert read_checkpoint_meta(tmp_path / "mini.ckpt")["num_classes"] == 10
+
+
+def test_convert_fails_cleanly_before_writing(tmp_path):
+    result = _convert(str(MINI_PTH), "out.ckpt", "--model", "deit_tiny_patch16_224", cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("[WARNING]")]
+    assert len(errors) == 1 and errors[0].startswith("convert.py: error: ") and "does not match the model" in errors[0]
+    assert os.listdir(tmp_path) == []
