@@ -1,0 +1,77 @@
+"""What every top-level script shares: the model-zoo flags, the MindSpore context, building the model from a
+config and a checkpoint, and turning expected errors into one line on stderr instead of a traceback."""
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import mindspore as ms
+
+from .checkpoint import load_weights
+from .config import load_config, model_kwargs
+from .models import VisionTransformer, create_model
+
+DEVICES = ("Ascend", "GPU", "CPU")
+
+
+class UsageError(ValueError):
+    """A bad command line or input the script can name precisely (reported as one line)."""
+
+
+def add_common_args(parser: argparse.ArgumentParser, ckpt: str = "optional",
+                    default_config: Optional[str] = None) -> None:
+    """``--config_path/--config``, ``--device_target/--device``, ``--mode``, ``--set`` and, unless
+    ``ckpt == "none"``, ``--ckpt_file/--ckpt`` (``ckpt == "required"`` makes it mandatory)."""
+    parser.add_argument("--config_path", "--config", dest="config_path", default=default_config,
+                        required=default_config is None, help="YAML config (see config/README.md)")
+    parser.add_argument("--device_target", "--device", dest="device_target", choices=DEVICES, default="CPU",
+                        help="where to run (default: CPU)")
+    parser.add_argument("--mode", choices=("graph", "pynative"), default="graph",
+                        help="MindSpore execution mode (default: graph, as on Ascend)")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override config keys, e.g. --set ppt.r=30 data.batch_size=8")
+    if ckpt != "none":
+        parser.add_argument("--ckpt_file", "--ckpt", dest="ckpt_file", required=ckpt == "required",
+                            help="weights: .ckpt, PyTorch .pth or timm .safetensors")
+
+
+def setup_context(device_target: str, mode: str = "graph") -> None:
+    """Select the device and execution mode; an unavailable device is a clear error, not a silent CPU run."""
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    try:
+        ms.set_device(device_target)
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"--device_target {device_target}: not available on this machine ({str(e).split(". ")[0]})") from e
+
+
+def load_args_config(args: argparse.Namespace) -> Dict[str, Any]:
+    return load_config(args.config_path, args.overrides)
+
+
+def build_model(cfg: Dict[str, Any], ckpt_file: Optional[str] = None, with_ppt: bool = True,
+                drop_head: bool = False) -> VisionTransformer:
+    """The configured model (PPT as configured, or none with ``with_ppt=False``) with ``ckpt_file`` loaded
+    strictly. Without a checkpoint the weights are random: callers that need trained weights must require one."""
+    kwargs = model_kwargs(cfg)
+    if not with_ppt:
+        kwargs["ppt"] = None
+    model = create_model(**kwargs)
+    if ckpt_file is not None:
+        if not Path(ckpt_file).is_file():
+            raise UsageError(f"--ckpt_file {ckpt_file}: no such file")
+        load_weights(model, ckpt_file, drop_head=drop_head)
+    return model
+
+
+def run(main: Callable[[], Any], prog: Optional[str] = None) -> None:
+    """Run ``main``; expected errors (bad config, input, checkpoint, file) end the process with one line and
+    exit code 1. ``PPT_DEBUG=1`` re-raises them with the traceback."""
+    prog = prog or Path(sys.argv[0]).name
+    try:
+        main()
+    except (ValueError, OSError) as e:
+        if os.environ.get("PPT_DEBUG") == "1":
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
