@@ -42,7 +42,7 @@ def setup_context(device_target: str, mode: str = "graph") -> None:
     try:
         ms.set_device(device_target)
     except (RuntimeError, ValueError) as e:
-        raise UsageError(f"--device_target {device_target}: not available on this machine ({str(e).split(". ")[0]})") from e
+        raise UsageError(f"--device_target {device_target}: not available on this machine ({str(e).split('. ')[0]})") from e
 
 
 def load_args_config(args: argparse.Namespace) -> Dict[str, Any]:
