@@ -86,13 +86,25 @@ def prune(x: Tensor, size: Tensor, scores: Tensor, r: int,
     return _take(x, order), _take(size, order), None if source is None else _take(source, order)
 
 
+def _alternate(t: Tensor) -> Tuple[Tensor, Tensor]:
+    """Even- and odd-position tokens of ``t: [B, N, ...]``, as ``t[:, ::2]``, ``t[:, 1::2]``.
+
+    A gather instead of a strided slice: MindSpore's CPU StridedSliceGrad kernel fails ("input memory out of
+    bounds") for a step on axis 1 of a 3-D tensor, which would make PPT untrainable on CPU.
+    """
+    n = t.shape[1]
+    even = Tensor(list(range(0, n, 2)), ms.int32)
+    odd = Tensor(list(range(1, n, 2)), ms.int32)
+    return ops.gather(t, even, 1), ops.gather(t, odd, 1)
+
+
 def _match(metric: Tensor, r: int, num_protected: int) -> Tuple[Tensor, Tensor, Tensor]:
     """ToMe bipartite matching on the cosine similarity of ``metric``: even-position tokens (A) against
     odd-position ones (B). Returns the ``r`` merged A indices, the kept A indices in position order, and the
     ``[B, Nb, r]`` one-hot matrix sending each merged A token to its B partner."""
     metric = metric.astype(ms.float32)
     metric = metric / ops.norm(metric, dim=-1, keepdim=True)
-    a, b = metric[:, ::2], metric[:, 1::2]
+    a, b = _alternate(metric)
     sim = ops.matmul(a, b.swapaxes(1, 2))  # [B, Na, Nb]
     na, nb = sim.shape[1], sim.shape[2]
     # The class token (first A token) may not be merged; a distillation token (first B) takes no merge.
@@ -113,7 +125,7 @@ def _match(metric: Tensor, r: int, num_protected: int) -> Tuple[Tensor, Tensor, 
 def _merge_sum(t: Tensor, src_idx: Tensor, unm_idx: Tensor, assign_t: Tensor, num_protected: int) -> Tensor:
     """Sum the merged A rows of ``t`` into their B partners; output order: kept A tokens, then B tokens
     (with a distillation token moved to index 1, right after the class token)."""
-    t_a, t_b = t[:, ::2], t[:, 1::2]
+    t_a, t_b = _alternate(t)
     merged = t_b + ops.matmul(assign_t, _take(t_a, src_idx))
     kept = _take(t_a, unm_idx)
     if num_protected == 2:
@@ -141,6 +153,7 @@ def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tens
     Returns ``(x, size, source, pooled, svar)``: ``source`` is None unless given; ``pooled`` ``[B]`` bool
     is True for pooled images; ``svar`` ``[B]`` float32 is the score variance that decided it.
     """
+    size = size.astype(ms.float32)  # AMP O2 casts the blocks' float inputs, size included, to float16
     scores = importance_scores(attn, v, num_protected)
     svar = score_variance(scores, num_protected)
     pooled = svar < threshold

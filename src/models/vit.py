@@ -114,7 +114,8 @@ class PPTStats(nn.Cell):
     ``trace`` (see ``forward_with_stats``); the model's own ``construct`` stays the lean inference path."""
 
     def __init__(self, model: VisionTransformer, trace: bool = False):
-        super().__init__()
+        # No prefix: wrapping must not rename the model's parameters (saved weights keep timm's names).
+        super().__init__(auto_prefix=False)
         self.model = model
         self.trace = trace
 
