@@ -105,7 +105,7 @@ class VisionTransformer(nn.Cell):
         x = self._tokens(x)
         size = ops.ones((x.shape[0], x.shape[1], 1), ms.float32)
         for blk in self.blocks:
-            x, size, _, _, _ = blk(x, size)
+            x, size = blk(x, size)[:2]  # unpacking the unused outputs makes graph mode warn
         return self._head(x)
 
 
