@@ -136,9 +136,10 @@ def _match(metric: Tensor, r: int, num_protected: int) -> Tuple[Tensor, Tensor, 
 def _merge_sum(t: Tensor, src_idx: Tensor, unm_idx: Tensor, assign_t: Tensor, num_protected: int) -> Tensor:
     """Sum the merged A rows of ``t`` into their B partners; output order: kept A tokens, then B tokens
     (with a distillation token moved to index 1, right after the class token)."""
-    t_a, t_b = _alternate(t)
-    merged = t_b + ops.matmul(assign_t, _take(t_a, src_idx))
-    kept = _take(t_a, unm_idx)
+    _, t_b = _alternate(t)
+    # A token i sits at position 2 i: gather straight from t rather than from a copy of the A tokens
+    merged = t_b + ops.matmul(assign_t, _take(t, src_idx * 2))
+    kept = _take(t, unm_idx * 2)
     if num_protected == 2:
         return ops.concat([kept[:, :1], merged[:, :1], kept[:, 1:], merged[:, 1:]], axis=1)
     return ops.concat([kept, merged], axis=1)
