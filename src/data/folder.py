@@ -1,0 +1,119 @@
+"""ImageNet-layout folder scanning and image loading.
+
+Layout: ``root/<split>/<class>/<image>`` (images may sit in nested sub-folders of a class folder).
+Classes are the class sub-folder names sorted as plain strings (torchvision's ``ImageFolder`` order), and
+the label of an image is the index of its class in that order.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["IMAGE_EXTENSIONS", "FolderScan", "scan_image_folder", "check_num_classes", "load_rgb"]
+
+# Matched case-insensitively against the file suffix.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """Result of scanning one split folder.
+
+    Attributes:
+        root: the split folder that was scanned (``root/<split>``).
+        classes: class folder names, sorted; the label of a class is its index here.
+        samples: ``(path, label)`` for every image file, sorted by class then path.
+        ignored: files skipped because their extension is not an image extension (including files lying
+            directly in the split folder, outside any class folder).
+    """
+
+    root: Path
+    classes: tuple[str, ...]
+    samples: tuple[tuple[Path, int], ...]
+    ignored: tuple[Path, ...]
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def scan_image_folder(split_dir: str | os.PathLike) -> FolderScan:
+    """Scan ``split_dir/<class>/...`` for image files.
+
+    Args:
+        split_dir: the split folder, e.g. ``/data/imagenet/val``.
+
+    Returns:
+        A :class:`FolderScan`.
+
+    Raises:
+        FileNotFoundError: ``split_dir`` does not exist or is not a folder.
+        ValueError: no class sub-folders, no image files at all, or a class folder without image files
+            (torchvision's ``ImageFolder`` rejects those too).
+    """
+    root = Path(split_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset split folder not found: {root} "
+                                f"(expected ImageNet layout <root>/<split>/<class>/<image>)")
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    classes = tuple(e.name for e in entries if e.is_dir())
+    ignored = [Path(e.path) for e in entries if not e.is_dir()]
+    if not classes:
+        raise ValueError(f"{root}: no class sub-folders found "
+                         f"(expected ImageNet layout <root>/<split>/<class>/<image>)")
+
+    samples: list[tuple[Path, int]] = []
+    empty: list[str] = []
+    for label, name in enumerate(classes):
+        found = 0
+        # Sorted walk as torchvision's make_dataset, so sample order matches it too; followlinks because
+        # ImageNet copies are often assembled from symlinked class folders.
+        for dirpath, _, filenames in sorted(os.walk(root / name, followlinks=True)):
+            for fname in sorted(filenames):
+                path = Path(dirpath) / fname
+                if _is_image(path):
+                    samples.append((path, label))
+                    found += 1
+                else:
+                    ignored.append(path)
+        if not found:
+            empty.append(name)
+    if not samples:
+        raise ValueError(f"{root}: no image files found in {len(classes)} class folders "
+                         f"(extensions {' '.join(IMAGE_EXTENSIONS)}; {len(ignored)} other files ignored)")
+    if empty:
+        shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise ValueError(f"{root}: {len(empty)} class folder(s) contain no image files: {shown}")
+    return FolderScan(root=root, classes=classes, samples=tuple(samples), ignored=tuple(ignored))
+
+
+def check_num_classes(classes: Sequence[str], num_classes: int, where: str | os.PathLike) -> None:
+    """Raise if the number of class folders differs from the model's ``num_classes``.
+
+    A mismatch would silently mislabel every image (labels are positions in the sorted folder list), so it
+    is always an error.
+
+    Args:
+        classes: the class names found (e.g. ``FolderScan.classes``).
+        num_classes: the model's number of output classes.
+        where: the folder the classes came from, for the message.
+    """
+    if len(classes) != num_classes:
+        raise ValueError(f"{where}: found {len(classes)} class folders but the model has "
+                         f"num_classes={num_classes}")
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to an RGB ``uint8`` array of shape ``[H, W, 3]``.
+
+    Raises whatever PIL raises for unreadable, truncated or unsupported files (``OSError`` in most cases);
+    callers decide whether that is fatal.
+    """
+    with Image.open(path) as img:
+        # convert() forces the full decode, so truncated files fail here rather than later.
+        return np.asarray(img.convert("RGB"))

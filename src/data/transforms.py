@@ -1,0 +1,252 @@
+"""DeiT preprocessing and augmentation on ``mindspore.dataset``.
+
+Evaluation (timm/DeiT eval transform): resize the shorter side to ``int(img_size / crop_pct)``, centre crop
+``img_size``, normalise with mean/std, HWC -> CHW float32.
+
+Training (DeiT recipe): RandomResizedCrop, horizontal flip, RandAugment, normalise, then -- on whole
+batches, in :class:`BatchAugment` -- RandomErasing, Mixup/CutMix and label smoothing.
+
+Training augmentation options (the ``aug`` dict of ``create_dataset``; keys not given take these
+DeiT defaults, ``0``/``False`` disables a part):
+
+=====================  ==============  ==========================================================
+key                    default         meaning
+=====================  ==============  ==========================================================
+``scale``              ``(0.08, 1.0)`` RandomResizedCrop area range (fractions of the image, in (0, 1])
+``ratio``              ``(3/4, 4/3)``  RandomResizedCrop aspect-ratio range
+``hflip``              ``0.5``         horizontal flip probability (0 disables)
+``randaug_magnitude``  ``9``           RandAugment magnitude on timm's 0..10 scale (0 disables)
+``randaug_num_ops``    ``2``           RandAugment operations per image
+``erase_prob``         ``0.25``        RandomErasing probability, timm "pixel" mode (0 disables)
+``mixup_alpha``        ``0.8``         Mixup Beta(alpha, alpha) (0 disables Mixup)
+``cutmix_alpha``       ``1.0``         CutMix Beta(alpha, alpha) (0 disables CutMix)
+``mixup_prob``         ``1.0``         probability that a batch is mixed at all
+``mixup_switch_prob``  ``0.5``         probability of CutMix instead of Mixup when both are enabled
+``label_smoothing``    ``0.1``         label smoothing of the soft targets, in [0, 1)
+=====================  ==============  ==========================================================
+
+Targets: when Mixup, CutMix or label smoothing is active the label column is a float32
+``[B, num_classes]`` soft-target matrix whose rows sum to 1; with all three disabled it stays int32 ``[B]``
+(use a plain sparse cross-entropy then).
+
+Differences from timm's ``rand-m9-mstd0.5-inc1`` that MindSpore's ``vision.RandAugment`` cannot mirror:
+the magnitude is fixed (no per-op Gaussian noise, i.e. no ``mstd``), each chosen op is always applied
+(timm applies it with probability 0.5; MindSpore's op set includes Identity instead), Invert and
+SolarizeAdd are not in MindSpore's op set, and geometric ops always use bicubic interpolation (timm picks
+bilinear or bicubic at random). The magnitude is mapped linearly: timm ``m`` of 10 -> bin
+``round(m / 10 * 30)`` of MindSpore's 31 bins, whose ranges (shear 0.3, rotate 30 degrees, enhance
+factors 1 +- 0.9, translate ~0.45 of the size) match timm's maxima. Colour jitter is not offered: DeiT's
+recipe has it off whenever RandAugment is on. Repeated augmentation (DeiT's RASampler) is not offered.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import mindspore.dataset.vision as vision
+from mindspore.dataset.vision import Inter
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_AUG", "INTERPOLATIONS", "resolve_aug",
+           "eval_transforms", "train_transforms", "CenterCrop", "BatchAugment", "randaug_bin"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bicubic", "bilinear")
+RANDAUG_BINS = 31
+# timm's RandAugment fills uncovered pixels with (roughly) the ImageNet mean colour.
+RANDAUG_FILL = (124, 116, 104)
+
+DEFAULT_AUG: dict[str, Any] = {
+    "scale": (0.08, 1.0),
+    "ratio": (3.0 / 4.0, 4.0 / 3.0),
+    "hflip": 0.5,
+    "randaug_magnitude": 9,
+    "randaug_num_ops": 2,
+    "erase_prob": 0.25,
+    "mixup_alpha": 0.8,
+    "cutmix_alpha": 1.0,
+    "mixup_prob": 1.0,
+    "mixup_switch_prob": 0.5,
+    "label_smoothing": 0.1,
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_range(key: str, value: Any, lo: float, hi: float, hi_open: bool = False) -> float:
+    ok = _is_number(value) and lo <= value and (value < hi if hi_open else value <= hi)
+    if not ok:
+        bracket = ")" if hi_open else "]"
+        raise ValueError(f"aug.{key}: expected a number in [{lo}, {hi}{bracket}, got {value!r}")
+    return float(value)
+
+
+def _check_pair(key: str, value: Any, hi: float | None) -> tuple[float, float]:
+    ok = (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+          and all(_is_number(v) for v in value) and 0 < value[0] <= value[1]
+          and (hi is None or value[1] <= hi))
+    if not ok:
+        bound = f" <= {hi}" if hi is not None else ""
+        raise ValueError(f"aug.{key}: expected two numbers (lo, hi) with 0 < lo <= hi{bound}, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def resolve_aug(aug: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Fill DEFAULT_AUG into ``aug`` and validate every value (unknown keys are an error)."""
+    aug = dict(aug or {})
+    unknown = sorted(set(aug) - set(DEFAULT_AUG))
+    if unknown:
+        raise ValueError(f"aug: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(DEFAULT_AUG)}")
+    out = {**DEFAULT_AUG, **aug}
+    out["scale"] = _check_pair("scale", out["scale"], hi=1.0)
+    out["ratio"] = _check_pair("ratio", out["ratio"], hi=None)
+    for key in ("hflip", "erase_prob", "mixup_prob", "mixup_switch_prob"):
+        out[key] = _check_range(key, out[key], 0.0, 1.0)
+    out["label_smoothing"] = _check_range("label_smoothing", out["label_smoothing"], 0.0, 1.0, hi_open=True)
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        out[key] = _check_range(key, out[key], 0.0, math.inf)
+    for key, lo, hi in (("randaug_magnitude", 0, 10), ("randaug_num_ops", 1, None)):
+        value = out[key]
+        if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value
+                and (hi is None or value <= hi)):
+            expected = f"an int in [{lo}, {hi}]" if hi is not None else f"an int >= {lo}"
+            raise ValueError(f"aug.{key}: expected {expected}, got {value!r}")
+    return out
+
+
+def randaug_bin(magnitude: int) -> int:
+    """Map timm's RandAugment magnitude (0..10) onto MindSpore's magnitude bin (0..30)."""
+    return round(magnitude / 10 * (RANDAUG_BINS - 1))
+
+
+def _normalize_ops(mean: Sequence[float], std: Sequence[float]) -> list:
+    # Normalize works on 0..255 pixel values, so the 0..1 statistics are scaled by 255.
+    return [vision.Normalize([m * 255.0 for m in mean], [s * 255.0 for s in std]), vision.HWC2CHW()]
+
+
+class CenterCrop:
+    """Centre crop with torchvision's offsets ``round((size_in - size) / 2)``.
+
+    ``vision.CenterCrop`` floors the offset, which shifts the crop by one pixel for odd margins compared
+    with the timm/torchvision eval transform that published DeiT accuracies were measured with.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, img: Any) -> np.ndarray:
+        arr = np.asarray(img)
+        h, w = arr.shape[:2]
+        if h < self.size or w < self.size:
+            raise ValueError(f"CenterCrop: image {h}x{w} is smaller than the crop size {self.size}")
+        top = int(round((h - self.size) / 2.0))
+        left = int(round((w - self.size) / 2.0))
+        return np.ascontiguousarray(arr[top:top + self.size, left:left + self.size])
+
+
+def eval_transforms(img_size: int, crop_pct: float, interpolation: str,
+                    mean: Sequence[float], std: Sequence[float]) -> list:
+    """Per-image eval ops: ``uint8 [H, W, 3]`` -> normalised ``float32 [3, img_size, img_size]``."""
+    scale_size = int(img_size / crop_pct)
+    if interpolation == "bicubic":
+        # PILCUBIC reproduces PIL's bicubic resize (the timm reference) in C++.
+        resize = [vision.Resize(scale_size, Inter.PILCUBIC)]
+    else:
+        # On a PIL image Resize runs PIL's own (antialiased) bilinear; the C++ BILINEAR is OpenCV's,
+        # which does not antialias when downscaling and differs from timm noticeably.
+        resize = [vision.ToPIL(), vision.Resize(scale_size, Inter.BILINEAR)]
+    return resize + [CenterCrop(img_size)] + _normalize_ops(mean, std)
+
+
+def train_transforms(img_size: int, interpolation: str, mean: Sequence[float], std: Sequence[float],
+                     aug: Mapping[str, Any]) -> list:
+    """Per-image training ops (``aug`` already resolved by :func:`resolve_aug`)."""
+    inter = Inter.PILCUBIC if interpolation == "bicubic" else Inter.BILINEAR
+    ops = [vision.RandomResizedCrop(img_size, scale=aug["scale"], ratio=aug["ratio"], interpolation=inter)]
+    if aug["hflip"] > 0:
+        ops.append(vision.RandomHorizontalFlip(aug["hflip"]))
+    if aug["randaug_magnitude"] > 0:
+        ops.append(vision.RandAugment(num_ops=aug["randaug_num_ops"],
+                                      magnitude=randaug_bin(aug["randaug_magnitude"]),
+                                      num_magnitude_bins=RANDAUG_BINS, interpolation=Inter.BICUBIC,
+                                      fill_value=RANDAUG_FILL))
+    return ops + _normalize_ops(mean, std)
+
+
+class BatchAugment:
+    """Batch-level RandomErasing, Mixup/CutMix and label smoothing on normalised ``[B, C, H, W]`` batches.
+
+    Follows timm's definitions: erasing fills one box per chosen image (area 2%..1/3, log-uniform aspect
+    ratio 0.3..3.3, up to 10 placement attempts) with per-pixel N(0, 1) noise; Mixup/CutMix pair image ``i``
+    with image ``B-1-i`` using one ``lam ~ Beta(alpha, alpha)`` per batch; CutMix's ``lam`` is corrected to
+    the actual box area; targets are ``lam * y_i + (1 - lam) * y_{B-1-i}`` of smoothed one-hot vectors
+    (off value ``smoothing / num_classes``). All randomness comes from one seeded numpy generator, so a
+    pipeline that runs this op in a single worker is reproducible.
+    """
+
+    def __init__(self, num_classes: int, aug: Mapping[str, Any], seed: int | Sequence[int]):
+        self.num_classes = num_classes
+        self.erase_prob = aug["erase_prob"]
+        self.mixup_alpha = aug["mixup_alpha"]
+        self.cutmix_alpha = aug["cutmix_alpha"]
+        self.mixup_prob = aug["mixup_prob"]
+        self.switch_prob = aug["mixup_switch_prob"]
+        self.smoothing = aug["label_smoothing"]
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def soft_targets(self) -> bool:
+        """Whether labels become float32 ``[B, num_classes]`` (else they pass through unchanged)."""
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0 or self.smoothing > 0
+
+    def _erase(self, img: np.ndarray) -> None:
+        channels, height, width = img.shape
+        area = height * width
+        for _ in range(10):
+            target = self.rng.uniform(0.02, 1.0 / 3.0) * area
+            aspect = math.exp(self.rng.uniform(math.log(0.3), math.log(1.0 / 0.3)))
+            h = int(round(math.sqrt(target * aspect)))
+            w = int(round(math.sqrt(target / aspect)))
+            if h < height and w < width:
+                top = int(self.rng.integers(0, height - h + 1))
+                left = int(self.rng.integers(0, width - w + 1))
+                img[:, top:top + h, left:left + w] = self.rng.standard_normal((channels, h, w))
+                return
+
+    def _mix(self, images: np.ndarray) -> tuple[np.ndarray, float]:
+        use_mixup, use_cutmix = self.mixup_alpha > 0, self.cutmix_alpha > 0
+        if not (use_mixup or use_cutmix) or self.rng.random() >= self.mixup_prob:
+            return images, 1.0
+        if use_mixup and use_cutmix:
+            use_cutmix = self.rng.random() < self.switch_prob
+        alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
+        lam = float(self.rng.beta(alpha, alpha))
+        if not use_cutmix:
+            return (images * lam + images[::-1] * (1.0 - lam)).astype(np.float32), lam
+        height, width = images.shape[2:]
+        cut = math.sqrt(1.0 - lam)
+        cut_h, cut_w = int(height * cut), int(width * cut)
+        cy, cx = int(self.rng.integers(0, height)), int(self.rng.integers(0, width))
+        y0, y1 = np.clip([cy - cut_h // 2, cy + cut_h // 2], 0, height)
+        x0, x1 = np.clip([cx - cut_w // 2, cx + cut_w // 2], 0, width)
+        # Copy first: the source is a reversed view of the array being written.
+        images[:, :, y0:y1, x0:x1] = images[::-1, :, y0:y1, x0:x1].copy()
+        return images, 1.0 - float((y1 - y0) * (x1 - x0)) / (height * width)
+
+    def __call__(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = np.array(images, dtype=np.float32)  # a writable copy
+        if self.erase_prob > 0:
+            for img in images:
+                if self.rng.random() < self.erase_prob:
+                    self._erase(img)
+        if not self.soft_targets:
+            return images, labels
+        images, lam = self._mix(images)
+        off = self.smoothing / self.num_classes
+        onehot = np.full((len(labels), self.num_classes), off, dtype=np.float32)
+        onehot[np.arange(len(labels)), labels] = 1.0 - self.smoothing + off
+        targets = lam * onehot + (1.0 - lam) * onehot[::-1]
+        return images, targets.astype(np.float32)
