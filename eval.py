@@ -1,0 +1,46 @@
+"""Evaluate a (PPT-)DeiT checkpoint on an ImageNet-layout folder: accuracy, loss, MACs, speed, PPT statistics.
+
+    python eval.py --config config/deit_small_patch16_224.yaml --ckpt deit_small.pth --data /data/imagenet
+    python eval.py --config config/demo.yaml --ckpt outputs/demo/best.ckpt --compare-baseline
+
+Results are printed and written as JSON to --out (default: outputs/eval_<config name>.json).
+"""
+import argparse
+from pathlib import Path
+
+from src.cli import UsageError, add_common_args, load_args_config, run, setup_context
+from src.evaluate import evaluate_checkpoint, format_report, write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, ckpt="optional")
+    parser.add_argument("--data", "--data_path", dest="data", default=None,
+                        help="dataset root with <split>/<class>/<image>, or 'demo' (default: data.path)")
+    parser.add_argument("--split", default="val", help="split folder under the dataset root (default: val)")
+    parser.add_argument("--compare-baseline", "--compare_baseline", dest="compare_baseline", action="store_true",
+                        help="also evaluate the same weights without PPT and print a side-by-side table")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on the first unreadable image instead of reporting it and leaving it out")
+    parser.add_argument("--out", "--output", dest="out", default=None,
+                        help="JSON results file (default: outputs/eval_<config name>.json)")
+    args = parser.parse_args()
+    # Checked here rather than by argparse so the error is one line, like every other input error.
+    if args.ckpt_file is None:
+        raise UsageError("--ckpt is required: evaluating randomly initialised weights would be meaningless")
+
+    setup_context(args.device_target, args.mode)
+    cfg = load_args_config(args)
+    if args.data is not None:
+        cfg["data"]["path"] = args.data
+    report = evaluate_checkpoint(cfg, args.ckpt_file, split=args.split, strict=args.strict,
+                                 compare_baseline=args.compare_baseline)
+    report.update(config=args.config_path, overrides=args.overrides, device=args.device_target, mode=args.mode)
+    out = args.out or str(Path("outputs") / f"eval_{Path(args.config_path).stem}.json")
+    print(format_report(report))
+    write_json(out, report)
+    print(f"results written to {out}")
+
+
+if __name__ == "__main__":
+    run(main)

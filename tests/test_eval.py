@@ -1,0 +1,254 @@
+"""eval.py and src.evaluate on a tiny generated ImageFolder with a tiny random-weight PPT model."""
+import json
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.checkpoint import load_weights, save_weights
+from src.evaluate import evaluate, format_comparison, unwrap_pipeline_error
+from src.models import create_model
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = ("ant", "bee", "cat")
+ARCH = dict(name="deit_tiny_patch16_224", num_classes=3, img_size=32, patch_size=8, embed_dim=48, depth=3,
+            num_heads=3)
+PPT = {"r": 2, "layers": [1], "threshold": 1e-3, "prop_attn": True}
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+CONFIG = """\
+seed: 0
+model: {{name: {name}, num_classes: {num_classes}, img_size: {img_size}, patch_size: {patch_size},
+        embed_dim: {embed_dim}, depth: {depth}, num_heads: {num_heads}}}
+ppt: {{r: 2, layers: [1], threshold: 1.0e-3}}
+data: {{path: {data}, batch_size: 4, num_workers: 1}}
+"""
+
+
+def _write_folder(split_dir: Path, classes, per_class: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (split_dir / c).mkdir(parents=True)
+        for i in range(per_class):
+            # 40x50 and 40x40: the 36 px resize of the shorter side gives whole-pixel sizes (45, 36).
+            w = 50 if i % 2 else 40
+            pixels = rng.integers(0, 256, (40, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(split_dir / c / f"img{i}.png")
+
+
+def _spread_head(data: Path):
+    """A random PPT model whose head is rescaled and re-centred on the test images, so that its predictions
+    differ between images (a random head predicts one class for all) and accuracy and loss are informative."""
+    ms.set_seed(0)
+    model = create_model(**ARCH, ppt=PPT)
+    model.set_train(False)
+    logits = model(ms.Tensor(_reference_inputs(data)[0])).asnumpy()
+    scale = 2.0 / (logits - logits.mean(axis=0)).std()
+    head = model.head
+    head.weight.set_data(ms.Tensor(head.weight.asnumpy() * scale))
+    head.bias.set_data(ms.Tensor(scale * (head.bias.asnumpy() - logits.mean(axis=0))))
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 3-class val folder (9 images + a corrupt PNG + a text file), a config and random PPT weights."""
+    tmp = tmp_path_factory.mktemp("eval")
+    data = tmp / "data"
+    _write_folder(data / "val", CLASSES, 3, seed=1)
+    (data / "val" / "bee" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (data / "val" / "cat" / "notes.txt").write_text("not an image")
+    two = tmp / "two_classes"
+    _write_folder(two / "val", CLASSES[:2], 1, seed=2)
+    config = tmp / "tiny.yaml"
+    config.write_text(CONFIG.format(data=data, **ARCH))
+    ckpt = tmp / "tiny.ckpt"
+    save_weights(_spread_head(data), ckpt)
+    return {"tmp": tmp, "data": data, "two": two, "config": config, "ckpt": ckpt}
+
+
+def _reference_inputs(data: Path):
+    """The valid images, preprocessed independently of src.data: PIL bicubic resize of the shorter side to
+    int(32 / 0.875) = 36, torchvision-style centre crop, ImageNet normalisation."""
+    images, labels = [], []
+    for label, c in enumerate(CLASSES):
+        for path in sorted((data / "val" / c).glob("img*.png")):
+            img = Image.open(path).convert("RGB")
+            w, h = img.size
+            short = 36
+            size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+            arr = np.asarray(img.resize(size, Image.BICUBIC), dtype=np.float64) / 255.0
+            top, left = int(round((arr.shape[0] - 32) / 2.0)), int(round((arr.shape[1] - 32) / 2.0))
+            arr = (arr[top:top + 32, left:left + 32] - MEAN) / STD
+            images.append(arr.transpose(2, 0, 1))
+            labels.append(label)
+    return np.stack(images).astype(np.float32), np.array(labels)
+
+
+def _reference_metrics(ckpt: Path, ppt, images: np.ndarray, labels: np.ndarray):
+    model = create_model(**ARCH, ppt=ppt)
+    load_weights(model, ckpt)
+    model.set_train(False)
+    logits = model(ms.Tensor(images)).asnumpy().astype(np.float64)
+    top1 = 100.0 * np.mean(logits.argmax(axis=1) == labels)
+    log_prob = logits - logits.max(axis=1, keepdims=True)
+    log_prob -= np.log(np.exp(log_prob).sum(axis=1, keepdims=True))
+    return top1, -log_prob[np.arange(len(labels)), labels].mean()
+
+
+def _run_script(args, mode="pynative"):
+    """eval.py in this process (fast: no interpreter start-up); returns (exit code, stderr)."""
+    argv = sys.argv
+    sys.argv = ["eval.py", "--mode", mode] + [str(a) for a in args]
+    try:
+        runpy.run_path(str(ROOT / "eval.py"), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = argv
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    return code
+
+
+def test_eval_end_to_end_matches_independent_metrics(setup):
+    out = setup["tmp"] / "results.json"
+    proc = subprocess.run([sys.executable, "eval.py", "--config", setup["config"], "--ckpt", setup["ckpt"],
+                           "--out", out, "--compare-baseline"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert list(report["results"]) == ["baseline", "PPT"]
+    assert report["num_files"] == 10 and report["num_images"] == 9
+    assert [Path(b["path"]).name for b in report["unreadable_files"]] == ["broken.png"]
+    assert [Path(p).name for p in report["ignored_files"]] == ["notes.txt"]
+
+    images, labels = _reference_inputs(setup["data"])
+    for name, ppt in (("baseline", None), ("PPT", PPT)):
+        result = report["results"][name]
+        top1, loss = _reference_metrics(setup["ckpt"], ppt, images, labels)
+        assert result["num_images"] == 9
+        assert result["top1"] == pytest.approx(top1, abs=1e-9), name
+        assert result["loss"] == pytest.approx(loss, abs=1e-4), name
+        assert result["top5"] == 100.0  # 3 classes: top-5 is top-3
+    ppt = report["results"]["PPT"]
+    assert ppt["ppt_layers"] == [1] and len(ppt["pooled_fraction"]) == 1
+    assert ppt["pooled_fraction"][0] + ppt["pruned_fraction"][0] == pytest.approx(1.0)
+    assert ppt["macs"] < report["results"]["baseline"]["macs"]
+    # Both columns of the side-by-side table, and the unreadable file, are in the printed report.
+    header = next(line for line in proc.stdout.splitlines() if line.split()[:2] == ["baseline", "PPT"])
+    assert header
+    assert "speed-up vs baseline" in proc.stdout and "broken.png" in proc.stdout
+
+
+def test_strict_fails_on_the_unreadable_file(setup, capsys):
+    code = _run_script(["--config", setup["config"], "--ckpt", setup["ckpt"], "--strict",
+                        "--out", setup["tmp"] / "strict.json"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("eval.py: error: ") and "broken.png" in err[-1], err
+    assert not (setup["tmp"] / "strict.json").exists()
+
+
+@pytest.mark.parametrize("case", ["no_ckpt", "missing_ckpt", "class_mismatch", "baseline_only_compare"])
+def test_input_errors_are_one_line(setup, capsys, case):
+    args = {
+        "no_ckpt": ["--config", setup["config"]],
+        "missing_ckpt": ["--config", setup["config"], "--ckpt", setup["tmp"] / "nope.ckpt"],
+        "class_mismatch": ["--config", setup["config"], "--ckpt", setup["ckpt"], "--data", setup["two"]],
+        "baseline_only_compare": ["--config", setup["config"], "--ckpt", setup["ckpt"], "--compare-baseline",
+                                  "--set", "ppt.enabled=false"],
+    }[case]
+    expected = {"no_ckpt": "--ckpt is required", "missing_ckpt": "nope.ckpt: no such file",
+                "class_mismatch": "found 2 class folders but the model has num_classes=3",
+                "baseline_only_compare": "ppt.enabled: false"}[case]
+    code = _run_script(args + ["--out", setup["tmp"] / f"{case}.json"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith("eval.py: error: ") and expected in err[0], err
+
+
+class _FakeDataset:
+    """The part of a mindspore.dataset eval pipeline evaluate() uses."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def get_dataset_size(self):
+        return len(self.batches)
+
+    def create_tuple_iterator(self, num_epochs, output_numpy):
+        assert num_epochs == 1 and output_numpy
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("threshold, pooled", [(0.0, 0.0), (1e9, 1.0)])
+def test_evaluate_counts_only_valid_rows(threshold, pooled):
+    ms.set_seed(0)
+    model = create_model(**ARCH, ppt=dict(PPT, threshold=threshold))
+    model.set_train(True)
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    labels = np.array([0, 1, 2, 1, 0, 2, 2, 0], np.int32)
+    # Rows 2, 5 and 7 are padding / unreadable: their labels are wrong on purpose and must not count.
+    valid = np.array([1, 1, 0, 1, 1, 0, 1, 0], np.int32)
+    bad_labels = np.where(valid == 1, labels, (labels + 1) % 3).astype(np.int32)
+    dataset = _FakeDataset([(images[:4], bad_labels[:4], valid[:4]), (images[4:], bad_labels[4:], valid[4:])])
+    result = evaluate(model, dataset, progress=False)
+
+    assert model.training  # the previous mode is restored
+    model.set_train(False)
+    keep = valid == 1
+    logits = model(ms.Tensor(images[keep])).asnumpy().astype(np.float64)
+    log_prob = logits - logits.max(axis=1, keepdims=True)
+    log_prob -= np.log(np.exp(log_prob).sum(axis=1, keepdims=True))
+    assert result["num_images"] == 5
+    assert result["top1"] == pytest.approx(100.0 * np.mean(logits.argmax(axis=1) == labels[keep]))
+    assert result["loss"] == pytest.approx(-log_prob[np.arange(5), labels[keep]].mean(), rel=1e-5)
+    assert result["pooled_fraction"] == [pooled] and result["pruned_fraction"] == [1.0 - pooled]
+    assert result["svar_mean"][0] > 0
+    for key in ("seconds", "images_per_sec", "forward_seconds", "forward_images_per_sec", "first_batch_seconds"):
+        assert result[key] > 0, key
+
+
+def test_evaluate_rejects_all_invalid_and_bad_labels():
+    model = create_model(**ARCH)
+    images = np.zeros((2, 3, 32, 32), np.float32)
+    with pytest.raises(ValueError, match="no valid image in 2 rows"):
+        evaluate(model, _FakeDataset([(images, np.zeros(2, np.int32), np.zeros(2, np.int32))]), progress=False)
+    with pytest.raises(ValueError, match="label 7 is outside the model's 3 classes"):
+        evaluate(model, _FakeDataset([(images, np.array([0, 7], np.int32), np.ones(2, np.int32))]),
+                 progress=False)
+
+
+def test_format_comparison_ratios():
+    base = dict(top1=80.0, top5=95.0, loss=0.9, macs=4_600_000_000, forward_images_per_sec=100.0,
+                images_per_sec=50.0)
+    ppt = dict(top1=79.5, top5=94.8, loss=0.95, macs=2_300_000_000, forward_images_per_sec=180.0,
+               images_per_sec=60.0)
+    table = format_comparison({"baseline": base, "PPT": ppt}).splitlines()
+    assert table[0].split() == ["baseline", "PPT"]
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip()) for line in table[2:])}
+    assert rows["top-1 (%)"] == ["80.00", "79.50"]
+    assert rows["GMACs / image"] == ["4.6", "2.3"]
+    assert rows["top-1 vs baseline (pts)"] == ["+0.00", "-0.50"]
+    assert rows["speed-up vs baseline"] == ["1.00x", "1.80x"]
+    assert rows["MACs reduction vs baseline"] == ["1.00x", "2.00x"]
+
+
+def test_unwrap_pipeline_error():
+    wrapped = RuntimeError("Exception thrown from user defined Python function in dataset.\n"
+                           "Traceback (most recent call last):\n"
+                           "ValueError: Traceback (most recent call last):\n"
+                           '  File "src/data/dataset.py", line 81, in __getitem__\n'
+                           "ValueError: /d/val/b/x.png: unreadable image (OSError: truncated)\n\n"
+                           "[ERROR] Execute user Python code failed\n")
+    assert unwrap_pipeline_error(wrapped) == "/d/val/b/x.png: unreadable image (OSError: truncated)"
+    assert unwrap_pipeline_error(RuntimeError("kernel launch failed")) is None
