@@ -1,0 +1,84 @@
+"""Choose the PPT r schedule that meets a MACs budget while preserving accuracy best.
+
+    python budget.py --config config/deit_small_patch16_224.yaml --target 0.7
+    python budget.py --config config/deit_small_patch16_224.yaml --target 3.0G --layers 3 6 9
+    python budget.py --config config/demo.yaml --target 0.6 --data demo --ckpt W.ckpt --max-images 256
+
+--target is a fraction of the baseline DeiT's MACs (0.7) or absolute MACs per image (3.0G, 2950M). The
+schedule is chosen analytically (criterion: src/budget.py); with --data the analytic choice and two ramps
+meeting the same target are also evaluated on (a subset of) the dataset and the best top-1 wins. Prints the
+`ppt:` block ready to paste into a config.
+"""
+import argparse
+
+from src.budget import format_candidates, model_arch, parse_target, ppt_yaml, search_budget
+from src.cli import UsageError, add_common_args, build_model, load_args_config, run, setup_context
+from src.flops import count_macs_arch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_args(parser, ckpt="optional")
+    parser.add_argument("--target", required=True,
+                        help="MACs budget: a fraction of the baseline's (0.7) or per image with a G/M suffix (3.0G)")
+    parser.add_argument("--layers", type=int, nargs="+", help="0-based PP blocks (default: ppt.layers)")
+    parser.add_argument("--threshold", type=float,
+                        help="score-variance threshold for the printed block (default: ppt.threshold)")
+    parser.add_argument("--data", "--data_path", dest="data", metavar="PATH|demo",
+                        help="also evaluate the candidates' top-1 on this dataset (needs --ckpt_file)")
+    parser.add_argument("--split", default="val", help="split folder of --data (default: val)")
+    parser.add_argument("--max-images", "--max_images", dest="max_images", type=int, default=512,
+                        help="evaluate on a fixed random subset of about N images (whole batches; default: 512)")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
+                        help="evaluation batch (default: data.batch_size)")
+    args = parser.parse_args()
+
+    cfg = load_args_config(args)
+    ppt = cfg["ppt"]
+    layers = args.layers if args.layers is not None else ppt["layers"]
+    threshold = args.threshold if args.threshold is not None else ppt["threshold"]
+    if layers is None or threshold is None:
+        raise UsageError(f"{args.config_path}: ppt is disabled, so give --layers and --threshold")
+    if args.data is None and args.ckpt_file is not None:
+        raise UsageError("--ckpt_file is only used to evaluate candidates: give --data too")
+    if args.data is not None and args.ckpt_file is None:
+        raise UsageError("--data: evaluating candidates needs trained weights: give --ckpt_file")
+    for flag, value in (("--max-images", args.max_images), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag}: expected an int >= 1, got {value}")
+
+    arch = model_arch(cfg)
+    baseline = count_macs_arch(**arch)["total"]
+    target = parse_target(args.target, baseline)
+    candidates = search_budget(arch, sorted(layers), target)
+    print(f"{cfg['model']['name']}: baseline {baseline / 1e9:.4f} GMACs per image; target {target / 1e9:.4f} GMACs "
+          f"({target / baseline:.4f} of the baseline); PP layers {sorted(layers)}")
+
+    chosen, top1 = candidates[0], None
+    if args.data is not None and len(candidates) > 1:
+        setup_context(args.device_target, args.mode)
+        from src.sweep import evaluate_on  # the data pipeline only when evaluating
+
+        top1 = []
+        for sched in candidates:
+            run_cfg = {**cfg, "ppt": {**ppt, "enabled": True, "r": list(sched.r), "layers": list(sched.layers),
+                                      "threshold": threshold}}
+            model = build_model(run_cfg, args.ckpt_file)
+            result = evaluate_on(model, cfg, args.data, split=args.split, batch_size=args.batch_size,
+                                 max_images=args.max_images, desc=f"{sched.kind} r={list(sched.r)}")
+            top1.append(result["top1"])
+        best = max(top1)
+        chosen = candidates[top1.index(best)]  # the first, i.e. the analytic one, among equals
+        print(f"top-1 on {result['num_images']} images of {args.data}/{args.split}:")
+    print(format_candidates(candidates, baseline, top1))
+    if chosen.r and not any(chosen.r):
+        print("the target is at or above the baseline's MACs: no token reduction needed")
+    print(f"\nchosen: {chosen.kind}, {chosen.macs / 1e9:.4f} GMACs per image, {chosen.macs / baseline:.4f} of the "
+          f"baseline\n")
+    print(f"# {chosen.macs / 1e9:.4f} GMACs per image ({chosen.macs / baseline:.4f} of the baseline), "
+          f"from budget.py --target {args.target}")
+    print(ppt_yaml(chosen, threshold, ppt["prop_attn"]))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,372 @@
+"""Accuracy / MACs / throughput trade-off of PPT over a grid of settings.
+
+:func:`run_sweep` measures the baseline DeiT (no PPT) and every combination of the given r values, PP layer
+sets and thresholds, with the same weights:
+
+- ``macs``: per image, :func:`src.flops.count_macs` (analytic; ``macs_ratio`` = setting / baseline);
+- ``images_per_sec``: the model's lean inference path on one fixed random batch, in the current MindSpore
+  mode (graph mode from the command line): one untimed warm-up call (it compiles), then the median of
+  ``timing_runs`` timed calls, each synchronised by copying the logits to the host; ``speedup`` = setting /
+  baseline;
+- ``top1``/``top5``/``loss``/``pooled_fraction``: with a dataset only, via :func:`src.evaluate.evaluate`,
+  optionally on a fixed random subset of about ``max_images`` images (rounded up to whole batches; the same
+  images for every setting).
+
+It writes ``<out_prefix>.csv`` and ``<out_prefix>.json`` (the rows and the run's parameters) and
+``<out_prefix>.png``: top-1 vs GMACs and images/s vs GMACs, one line per (layers, threshold), the baseline
+marked with a star. Every file is written atomically.
+
+Command line: :func:`add_sweep_args` adds the ``--sweep*`` flags to a script's parser and
+:func:`sweep_from_args` runs the sweep they describe (``python -m src.sweep`` does both).
+"""
+import argparse
+import copy
+import csv
+import io
+import itertools
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor
+
+from .budget import model_arch
+from .flops import count_macs
+from .models import VisionTransformer
+from .token_reduction import token_schedule
+
+__all__ = ["CSV_COLUMNS", "run_sweep", "measure_throughput", "evaluate_on", "format_sweep", "plot_sweep",
+           "add_sweep_args", "sweep_from_args"]
+
+CSV_COLUMNS = ("name", "ppt", "r", "layers", "threshold", "tokens", "macs", "gmacs", "macs_ratio",
+               "images_per_sec", "speedup", "top1", "top5", "loss", "num_images", "pooled_fraction")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def measure_throughput(model: VisionTransformer, batch_size: int, runs: int, seed: int = 0) -> float:
+    """Images per second of ``model(x)`` on a fixed random batch: median of ``runs`` timed calls after one
+    untimed warm-up call (which compiles in graph mode)."""
+    if runs < 1:
+        raise ValueError(f"measure_throughput: runs must be >= 1, got {runs}")
+    x = np.random.default_rng(seed).standard_normal((batch_size, model.in_chans, model.img_size, model.img_size))
+    x = Tensor(x.astype(np.float32))
+    was_training = model.training
+    model.set_train(False)
+    try:
+        model(x).asnumpy()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            model(x).asnumpy()  # the copy to the host waits for the device
+            times.append(time.perf_counter() - t0)
+    finally:
+        model.set_train(was_training)
+    return batch_size / statistics.median(times)
+
+
+def evaluate_on(model: VisionTransformer, cfg: Dict[str, Any], data: str, *, split: str = "val",
+                batch_size: Optional[int] = None, max_images: Optional[int] = None, progress: bool = True,
+                desc: str = "eval") -> Dict[str, Any]:
+    """:func:`src.evaluate.evaluate` of ``model`` on ``<data>/<split>`` (``data`` may be ``"demo"``),
+    preprocessed as ``cfg["data"]`` says; with ``max_images``, on a seeded random subset of about that many
+    images (whole batches), the same for every call with the same arguments."""
+    from .data import create_dataset, resolve_data_root  # the data pipeline only when a dataset is used
+    from .evaluate import evaluate
+
+    data_cfg = cfg["data"]
+    batch_size = batch_size or data_cfg["batch_size"]
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
+    # A subset must not be the first classes of a class-sorted folder: shuffle, with the config's seed. Each
+    # call builds a new pipeline, whose first epoch is the same permutation, so every call sees the same images.
+    dataset, _ = create_dataset(resolve_data_root(data), split, model.img_size, batch_size,
+                                crop_pct=data_cfg["crop_pct"], interpolation=data_cfg["interpolation"],
+                                mean=data_cfg["mean"], std=data_cfg["std"], num_workers=data_cfg["num_workers"],
+                                shuffle=max_images is not None, seed=cfg["seed"], num_classes=model.num_classes)
+    if max_images is not None:
+        dataset = dataset.take(math.ceil(max_images / batch_size))
+    return evaluate(model, dataset, progress=progress, desc=desc)
+
+
+def _setting_cfg(cfg: Dict[str, Any], r: int, layers: Sequence[int], threshold: float) -> Dict[str, Any]:
+    out = copy.deepcopy(cfg)
+    out["ppt"].update(enabled=True, r=r, layers=list(layers), threshold=threshold)
+    return out
+
+
+def _check_settings(cfg: Dict[str, Any], r_values: Sequence[int], layer_sets: Optional[Sequence[Sequence[int]]],
+                    thresholds: Optional[Sequence[float]]):
+    if not r_values or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in r_values):
+        raise ValueError(f"sweep: r values must be ints >= 0, got {list(r_values)!r}")
+    ppt = cfg["ppt"]
+    if layer_sets is None:
+        if ppt["layers"] is None:
+            raise ValueError("sweep: the config has no ppt.layers (ppt.enabled: false); give the layer sets "
+                             "(--sweep-layers)")
+        layer_sets = [ppt["layers"]]
+    if thresholds is None:
+        if ppt["threshold"] is None:
+            raise ValueError("sweep: the config has no ppt.threshold (ppt.enabled: false); give the thresholds "
+                             "(--sweep-thresholds)")
+        thresholds = [ppt["threshold"]]
+    if not layer_sets or not thresholds:
+        raise ValueError("sweep: empty list of layer sets or thresholds")
+    for t in thresholds:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
+            raise ValueError(f"sweep: thresholds must be numbers >= 0, got {t!r}")
+    arch = model_arch(cfg)
+    num_tokens = (arch["img_size"] // arch["patch_size"]) ** 2 + (2 if arch["distilled"] else 1)
+    for layers in layer_sets:  # fail before any model is built or timed
+        token_schedule(num_tokens, arch["depth"], list(layers), 0)
+    return [list(layers) for layers in layer_sets], [float(t) for t in thresholds]
+
+
+def _row(name: str, model: VisionTransformer, macs: int, threshold: Optional[float]) -> Dict[str, Any]:
+    return {"name": name, "ppt": bool(model.ppt_layers), "r": list(model.ppt_r), "layers": list(model.ppt_layers),
+            "threshold": threshold, "tokens": int(model.tokens_per_block[-1]), "macs": macs, "gmacs": macs / 1e9}
+
+
+def run_sweep(cfg: Dict[str, Any], ckpt_file: Optional[str], r_values: Sequence[int],
+              layer_sets: Optional[Sequence[Sequence[int]]] = None, thresholds: Optional[Sequence[float]] = None,
+              data: Optional[str] = None, batch_size: Optional[int] = None, max_images: Optional[int] = None,
+              timing_runs: int = 5, out_prefix: str = "outputs/sweep", *, split: str = "val",
+              progress: bool = True) -> List[Dict[str, Any]]:
+    """Measure the baseline and every (layers, r, threshold) setting; write CSV, JSON and PNG.
+
+    Args:
+        cfg: a config from ``src.config.load_config`` (architecture, data preprocessing, and the PPT keys
+            used as defaults: ``layers``, ``threshold``, ``prop_attn``).
+        ckpt_file: weights loaded (strictly) into every model; None = random weights, allowed only without
+            ``data`` (throughput and MACs do not depend on the weights).
+        r_values: r of every PP block (one int per setting, clamped per block as the model does).
+        layer_sets: PP layer lists to try (default: the config's ``ppt.layers``).
+        thresholds: score-variance thresholds to try (default: the config's ``ppt.threshold``).
+        data: dataset root or ``"demo"`` for top-1; None = no accuracy measured.
+        batch_size: timing and evaluation batch (default: the config's ``data.batch_size``).
+        max_images: evaluate on a fixed random subset of about this many images (whole batches).
+        timing_runs: timed calls per setting (the median counts).
+        out_prefix: the outputs are ``<out_prefix>.csv``, ``.json`` and ``.png``.
+        split: dataset split folder.
+        progress: progress lines on stderr.
+
+    Returns:
+        One dict per setting, the baseline first, with the keys of :data:`CSV_COLUMNS` (``top1``, ``top5``,
+        ``loss``, ``num_images``, ``pooled_fraction`` are None without ``data``).
+    """
+    from .cli import build_model  # late: src.cli pulls in the whole model zoo plumbing
+    from .evaluate import write_json
+
+    layer_sets, thresholds = _check_settings(cfg, r_values, layer_sets, thresholds)
+    if data is not None and ckpt_file is None:
+        raise ValueError("sweep: measuring top-1 on a dataset needs trained weights: give a checkpoint "
+                         "(--ckpt_file)")
+    if timing_runs < 1:
+        raise ValueError(f"sweep: timing runs must be >= 1, got {timing_runs}")
+    batch_size = batch_size or cfg["data"]["batch_size"]
+    if batch_size < 1:
+        raise ValueError(f"sweep: batch size must be >= 1, got {batch_size}")
+
+    settings = [("baseline", None, None, None)]
+    for layers, r, threshold in itertools.product(layer_sets, r_values, thresholds):
+        settings.append((f"r={r} layers={layers} thr={threshold:g}", r, layers, threshold))
+
+    rows = []
+    for name, r, layers, threshold in settings:
+        if r is None:
+            model = build_model(cfg, ckpt_file, with_ppt=False)
+        else:
+            model = build_model(_setting_cfg(cfg, r, layers, threshold), ckpt_file)
+        row = _row(name, model, int(count_macs(model)["total"]), threshold)
+        row["images_per_sec"] = measure_throughput(model, batch_size, timing_runs, seed=cfg["seed"])
+        row.update(top1=None, top5=None, loss=None, num_images=None, pooled_fraction=None)
+        if data is not None:
+            result = evaluate_on(model, cfg, data, split=split, batch_size=batch_size, max_images=max_images,
+                                 progress=progress, desc=name)
+            row.update({k: result[k] for k in ("top1", "top5", "loss", "num_images", "pooled_fraction")})
+        if progress:
+            print(f"sweep: {name}: {row['gmacs']:.3f} GMACs, {row['images_per_sec']:.1f} images/s"
+                  + (f", top-1 {row['top1']:.2f} %" if row["top1"] is not None else ""), flush=True)
+        rows.append(row)
+    base = rows[0]
+    for row in rows:
+        row["macs_ratio"] = row["macs"] / base["macs"]
+        row["speedup"] = row["images_per_sec"] / base["images_per_sec"]
+    rows = [{k: row[k] for k in CSV_COLUMNS} for row in rows]
+
+    meta = {"model": cfg["model"]["name"], "checkpoint": ckpt_file, "data": data, "split": split,
+            "max_images": max_images, "batch_size": batch_size, "timing_runs": timing_runs,
+            "mode": "graph" if ms.get_context("mode") == ms.GRAPH_MODE else "pynative",
+            "prop_attn": cfg["ppt"]["prop_attn"]}
+    write_json(f"{out_prefix}.json", {**meta, "rows": rows})
+    _atomic_write(f"{out_prefix}.csv", _csv(rows).encode("utf-8"))
+    plot_sweep(rows, f"{out_prefix}.png", title=f"{cfg['model']['name']}, batch {batch_size}")
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _csv(rows: Sequence[Dict[str, Any]]) -> str:
+    """Rows as CSV; lists are space-separated, unmeasured values empty."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row[k]) for k in CSV_COLUMNS])
+    return text.getvalue()
+
+
+def format_sweep(rows: Sequence[Dict[str, Any]]) -> str:
+    """The rows as an aligned text table."""
+    header = ["setting", "tokens", "GMACs", "MACs ratio", "images/s", "speed-up", "top-1 (%)"]
+    table = [[row["name"], str(row["tokens"]), f"{row['gmacs']:.3f}", f"{row['macs_ratio']:.3f}",
+              f"{row['images_per_sec']:.1f}", f"{row['speedup']:.2f}x",
+              "-" if row["top1"] is None else f"{row['top1']:.2f}"] for row in rows]
+    widths = [max(len(line[i]) for line in [header] + table) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in [header] + table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot_sweep(rows: Sequence[Dict[str, Any]], path: str, title: str = "") -> None:
+    """Two panels, top-1 vs GMACs and images/s vs GMACs (the baseline is ``rows[0]``, a star); one line per
+    (layers, threshold) through its r values, each point labelled with its r. Written atomically."""
+    import matplotlib  # late: only plotting needs it
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    base, settings = rows[0], rows[1:]
+    series: Dict[str, List[Dict[str, Any]]] = {}
+    for row in settings:
+        series.setdefault(f"layers {row['layers']}, thr {row['threshold']:g}", []).append(row)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100)
+    for ax, key, label in ((axes[0], "top1", "top-1 (%)"), (axes[1], "images_per_sec", "images/s")):
+        if base[key] is None:
+            ax.text(0.5, 0.5, "top-1 not measured\n(no dataset given)", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            for name, points in series.items():
+                points = sorted(points, key=lambda row: row["gmacs"])
+                line, = ax.plot([p["gmacs"] for p in points], [p[key] for p in points], "o-", label=name)
+                for p in points:
+                    ax.annotate("r=" + ",".join(map(str, p["r"])), (p["gmacs"], p[key]), fontsize=7,
+                                textcoords="offset points", xytext=(4, 4), color=line.get_color())
+            ax.plot([base["gmacs"]], [base[key]], "*", color="black", markersize=14, label="baseline (no PPT)")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("GMACs per image")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    _atomic_write(path, buffer.getvalue())
+
+
+def _layer_set(text: str) -> List[int]:
+    try:
+        layers = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated block indices such as 3,6,9, got '{text}'")
+    if not layers:
+        raise argparse.ArgumentTypeError(f"expected comma-separated block indices such as 3,6,9, got '{text}'")
+    return layers
+
+
+def add_sweep_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--sweep R [R ...]`` (runs the sweep) and its ``--sweep-*`` options to ``parser``.
+
+    The weights come from the script's ``--ckpt_file`` when it has one (needed for ``--sweep-data``)."""
+    group = parser.add_argument_group("sweep (accuracy / MACs / throughput trade-off)")
+    group.add_argument("--sweep", type=int, nargs="+", metavar="R",
+                       help="sweep these r values (plus the baseline) and write CSV, JSON and PNG")
+    group.add_argument("--sweep-layers", "--sweep_layers", dest="sweep_layers", type=_layer_set, nargs="+",
+                       metavar="L,L,...", help="PP layer sets to try, e.g. 3,6,9 2,5,8 (default: ppt.layers)")
+    group.add_argument("--sweep-thresholds", "--sweep_thresholds", dest="sweep_thresholds", type=float, nargs="+",
+                       metavar="T", help="score-variance thresholds to try (default: ppt.threshold)")
+    group.add_argument("--sweep-data", "--sweep_data", dest="sweep_data", metavar="PATH|demo",
+                       help="also measure top-1 on this dataset (needs --ckpt_file); default: no accuracy")
+    group.add_argument("--sweep-split", "--sweep_split", dest="sweep_split", default="val",
+                       help="split folder of --sweep-data (default: val)")
+    group.add_argument("--sweep-max-images", "--sweep_max_images", dest="sweep_max_images", type=int, metavar="N",
+                       help="evaluate on a fixed random subset of about N images (whole batches)")
+    group.add_argument("--sweep-batch-size", "--sweep_batch_size", dest="sweep_batch_size", type=int, metavar="B",
+                       help="timing and evaluation batch (default: data.batch_size)")
+    group.add_argument("--sweep-runs", "--sweep_runs", dest="sweep_runs", type=int, default=5,
+                       help="timed calls per setting, the median counts (default: 5)")
+    group.add_argument("--sweep-out", "--sweep_out", dest="sweep_out", metavar="PREFIX",
+                       help="output prefix (default: outputs/sweep_<config name>)")
+
+
+def sweep_from_args(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """Run the sweep described by :func:`add_sweep_args`' flags (plus ``src.cli.add_common_args``' config,
+    device and overrides) in graph mode; print the table and where the files went."""
+    from .cli import UsageError, load_args_config, setup_context
+
+    if args.mode != "graph":
+        raise UsageError("--sweep times the graph-mode model: drop --mode pynative")
+    for flag, value in (("--sweep-max-images", args.sweep_max_images), ("--sweep-batch-size", args.sweep_batch_size),
+                        ("--sweep-runs", args.sweep_runs)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag}: expected an int >= 1, got {value}")
+    setup_context(args.device_target, "graph")
+    cfg = load_args_config(args)
+    out_prefix = args.sweep_out or str(Path("outputs") / f"sweep_{Path(args.config_path).stem}")
+    rows = run_sweep(cfg, getattr(args, "ckpt_file", None), args.sweep, layer_sets=args.sweep_layers,
+                     thresholds=args.sweep_thresholds, data=args.sweep_data, batch_size=args.sweep_batch_size,
+                     max_images=args.sweep_max_images, timing_runs=args.sweep_runs, out_prefix=out_prefix,
+                     split=args.sweep_split)
+    print(format_sweep(rows))
+    if args.sweep_data is None:
+        print("top-1 not measured (no --sweep-data)")
+    print(f"wrote {out_prefix}.csv, {out_prefix}.json, {out_prefix}.png")
+    return rows
+
+
+def _main() -> None:
+    from .cli import add_common_args
+
+    parser = argparse.ArgumentParser(prog="python -m src.sweep", description=__doc__.splitlines()[0])
+    add_common_args(parser, ckpt="optional")
+    add_sweep_args(parser)
+    args = parser.parse_args()
+    if args.sweep is None:
+        parser.error("--sweep R [R ...] is required")
+    sweep_from_args(args)
+
+
+if __name__ == "__main__":
+    from .cli import run
+
+    run(_main, prog="python -m src.sweep")

@@ -1,0 +1,59 @@
+"""Show which patches each PP block prunes and which it pools, per image.
+
+    python visualize.py --config config/demo.yaml --ckpt outputs/demo/best.ckpt --demo 4 --out vis/
+    python visualize.py --config config/deit_small_patch16_224.yaml --ckpt W.pth cat.jpg photos/ --out vis/
+
+Writes ``<out>/<image>_block<i>.png`` per PP block and ``<out>/<image>_grid.png`` per image (see
+``src/visualize.py``). A checkpoint is required unless ``--random-weights`` is given.
+"""
+import argparse
+
+from src.cli import UsageError, add_common_args, build_model, load_args_config, run, setup_context
+from src.data import resolve_data_root
+from src.visualize import collect_images, demo_images, describe_weights, visualize_images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_args(parser, ckpt="optional")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files, or folders searched recursively")
+    parser.add_argument("--demo", type=int, metavar="N",
+                        help="also visualise N images of the built-in demo dataset's val split, one class after "
+                             "another (generated on first use)")
+    parser.add_argument("--out", "--output", dest="out", default="outputs/visualize",
+                        help="output folder (default: outputs/visualize)")
+    parser.add_argument("--random-weights", "--random_weights", dest="random_weights", action="store_true",
+                        help="run without a checkpoint (random init; the images say so)")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
+                        help="images per forward pass (default: 8)")
+    args = parser.parse_args()
+
+    if args.ckpt_file is None and not args.random_weights:
+        raise UsageError("a checkpoint is required: give --ckpt_file, or --random-weights to look at an "
+                         "untrained model")
+    if args.ckpt_file is not None and args.random_weights:
+        raise UsageError("--random-weights and --ckpt_file exclude each other")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size: expected an int >= 1, got {args.batch_size}")
+    cfg = load_args_config(args)
+    if not cfg["ppt"]["enabled"]:
+        raise UsageError(f"{args.config_path}: ppt.enabled is false: nothing to visualise")
+    paths = collect_images(args.images)
+    if args.demo is not None:
+        paths += demo_images(resolve_data_root("demo"), args.demo)
+    if not paths:
+        raise UsageError("no images: give IMAGE files or folders, or --demo N")
+
+    setup_context(args.device_target, args.mode)
+    model = build_model(cfg, args.ckpt_file)
+    results = visualize_images(model, paths, args.out, cfg["data"], describe_weights(args.ckpt_file),
+                               batch_size=args.batch_size)
+    for item in results:
+        steps = ", ".join(f"block {b['layer']} {b['decision']} ({b['tokens']} tokens, {len(b['groups'])} groups, "
+                          f"{b['pruned_patches']} patches pruned)" for b in item["blocks"])
+        print(f"{item['image']}: class {item['prediction']}: {steps} -> {item['grid']}")
+    print(f"wrote {len(results) * (len(model.ppt_layers) + 1)} PNGs to {args.out}")
+
+
+if __name__ == "__main__":
+    run(main)
