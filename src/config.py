@@ -10,7 +10,7 @@ a :class:`Key` directly under :data:`SCHEMA` is a top-level key (``seed``). To a
 rows; rules that relate several keys go in :data:`CROSS_CHECKS`. ``config/README.md`` embeds the table
 printed by ``python -m src.config`` (a test keeps them in sync).
 
-YAML is read with PyYAML's safe loader plus two fixes: exponent floats without a dot (``7e-5``, ``1e9``)
+YAML is read with PyYAML's safe loader plus two fixes: exponent floats without a dot or an exponent sign (``7e-5``, ``1e9``, ``1.0e9``)
 are floats, not strings as in YAML 1.1, and a key repeated in one mapping is an error instead of silently
 keeping the last value. Override values are parsed with the same loader.
 """
@@ -216,6 +216,48 @@ SCHEMA: Dict[str, Union[Key, Dict[str, Key]]] = {
         "std": Key(float_list(3, 0, 1, lo_open=True), [0.229, 0.224, 0.225],
                    "per-channel normalisation std, RGB, on the 0-1 pixel scale (ImageNet)"),
     },
+    "train": {
+        "epochs": Key(an_int(1), 300, "training epochs"),
+        "base_lr": Key(a_float(0, lo_open=True), 5e-4,
+                       "peak learning rate for a global batch of 512; used as base_lr * global batch / 512"),
+        "min_lr": Key(a_float(0), 1e-5, "learning rate at the end of the cosine decay (not scaled by batch)"),
+        "warmup_epochs": Key(an_int(0), 5, "epochs of linear warm-up from warmup_lr to the peak, per step"),
+        "warmup_lr": Key(a_float(0), 1e-6, "learning rate at the first warm-up step (not scaled by batch)"),
+        "weight_decay": Key(a_float(0), 0.05,
+                            "AdamW decoupled weight decay; none on norms, biases, pos_embed, cls/dist tokens"),
+        "betas": Key(float_list(2, 0, 1, hi_open=True), [0.9, 0.999], "AdamW beta1, beta2"),
+        "eps": Key(a_float(0, lo_open=True), 1e-8, "AdamW epsilon"),
+        "clip_grad": Key(a_float(0), 0.0, "clip gradients to this global L2 norm; 0 = no clipping"),
+        "ema": Key(a_bool(), False, "keep an exponential moving average of the weights (validated and saved too)"),
+        "ema_decay": Key(a_float(0, 1, hi_open=True), 0.99996, "EMA: ema = decay * ema + (1 - decay) * weights"),
+        "amp_level": Key(a_str(("O0", "O2")), "O0",
+                         "mixed precision: O0 = float32 (CPU), O2 = float16 network (Ascend/GPU)"),
+        "loss_scale": Key(a_str(("none", "dynamic")), "none",
+                          "dynamic = scale the loss, skip steps whose gradients overflow (needed with O2)"),
+        "loss_scale_init": Key(a_float(1), 65536.0, "dynamic loss scale: initial scale"),
+        "loss_scale_window": Key(an_int(1), 2000, "dynamic loss scale: steps without overflow before doubling"),
+        "max_skipped_steps": Key(an_int(1), 25,
+                                 "consecutive overflow-skipped steps after which the run stops with an error"),
+        "keep_checkpoints": Key(an_int(1), 3, "epoch checkpoints kept (the newest); best.ckpt is kept apart"),
+        "log_interval": Key(an_int(1), 20, "steps between progress lines"),
+        "train_split": Key(a_str(), "train", "training sub-folder of data.path"),
+        "val_split": Key(a_str(), "val", "validation sub-folder of data.path, evaluated after every epoch"),
+    },
+    "aug": {
+        "scale": Key(float_list(2, 0, 1, lo_open=True), [0.08, 1.0],
+                     "RandomResizedCrop area range (lo <= hi), fractions of the image"),
+        "ratio": Key(float_list(2, 0, lo_open=True), [0.75, 1.3333333333333333],
+                     "RandomResizedCrop aspect-ratio range (lo <= hi)"),
+        "hflip": Key(a_float(0, 1), 0.5, "horizontal flip probability; 0 = off"),
+        "randaug_magnitude": Key(an_int(0, 10), 9, "RandAugment magnitude on timm's 0-10 scale; 0 = off"),
+        "randaug_num_ops": Key(an_int(1), 2, "RandAugment operations per image"),
+        "erase_prob": Key(a_float(0, 1), 0.25, "random erasing probability (per-pixel noise); 0 = off"),
+        "mixup_alpha": Key(a_float(0), 0.8, "Mixup Beta(alpha, alpha); 0 = off"),
+        "cutmix_alpha": Key(a_float(0), 1.0, "CutMix Beta(alpha, alpha); 0 = off"),
+        "mixup_prob": Key(a_float(0, 1), 1.0, "probability that a batch is mixed at all"),
+        "mixup_switch_prob": Key(a_float(0, 1), 0.5, "probability of CutMix instead of Mixup when both are on"),
+        "label_smoothing": Key(a_float(0, 1, hi_open=True), 0.1, "label smoothing of the targets"),
+    },
 }
 
 # The architecture keys of `model` that are passed to create_model only when set.
@@ -264,9 +306,23 @@ def _check_ppt(cfg: Dict[str, Any]) -> None:
                                 f"({len(ppt['layers'])} values), got {_show(ppt['r'])}")
 
 
+def _check_train(cfg: Dict[str, Any]) -> None:
+    train, aug = cfg["train"], cfg["aug"]
+    if train["warmup_epochs"] >= train["epochs"]:
+        raise KeyProblem("train.warmup_epochs",
+                         f"expected fewer than train.epochs ({train['epochs']}), got {train['warmup_epochs']}")
+    if train["amp_level"] == "O2" and train["loss_scale"] != "dynamic":
+        raise KeyProblem("train.loss_scale", "expected 'dynamic' with train.amp_level O2 (float16 gradients "
+                                             f"underflow without loss scaling), got {_show(train['loss_scale'])}")
+    for key in ("scale", "ratio"):
+        lo, hi = aug[key]
+        if lo > hi:
+            raise KeyProblem(f"aug.{key}", f"expected [lo, hi] with lo <= hi, got {_show(aug[key])}")
+
+
 # Rules over several keys, run in order after every key passed its own check. Each takes the filled-in
 # config and raises KeyProblem(dotted key to blame, message); load_config adds the file or override.
-CROSS_CHECKS: List[Callable[[Dict[str, Any]], None]] = [_check_model, _check_ppt]
+CROSS_CHECKS: List[Callable[[Dict[str, Any]], None]] = [_check_model, _check_ppt, _check_train]
 
 
 # ------------------------------------------------------------------------------------------------- YAML
@@ -285,8 +341,8 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-                              list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
 
 
 def _parse_yaml(text: str) -> Any:

