@@ -91,3 +91,19 @@ def test_plain_slice_keeps_the_first_tokens():
 def test_benchmark_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         benchmark(**kwargs, log=None)
+
+
+def test_benchmark_script_runs_the_sweep(tmp_path):
+    """benchmark.py --sweep hands over to src.sweep: CSV, JSON and PNG with the baseline and each r."""
+    prefix = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "benchmark.py", "--config", "config/demo.yaml", "--set", "model.img_size=32",
+         "model.embed_dim=48", "model.depth=2", "ppt.layers=[1]", "--sweep", "2", "4", "--sweep-batch-size", "2",
+         "--sweep-runs", "1", "--sweep-out", str(prefix)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(prefix.with_suffix(".json").read_text())["rows"]
+    assert [row["r"] for row in rows] == [0, 2, 4]
+    assert prefix.with_suffix(".csv").is_file() and prefix.with_suffix(".png").stat().st_size > 0
+    stray = subprocess.run([sys.executable, "benchmark.py", "--config", "config/demo.yaml", "--ckpt", "x.ckpt"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert stray.returncode != 0 and "only used with --sweep" in stray.stderr

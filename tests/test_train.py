@@ -311,7 +311,7 @@ def test_aug_section_mirrors_the_data_defaults():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.warmup_epochs=15", "train.warmup_epochs: expected fewer than train.epochs (15), got 15"),
+    ("train.warmup_epochs=30", "train.warmup_epochs: expected fewer than train.epochs (30), got 30"),
     ("train.amp_level=O2", "train.loss_scale: expected 'dynamic' with train.amp_level O2"),
     ("train.base_lr=0", "train.base_lr: expected a float > 0, got 0"),
     ("train.amp_level=O3", "train.amp_level: expected one of 'O0', 'O2', got \"O3\""),
