@@ -102,7 +102,7 @@ def test_benchmark_script_runs_the_sweep(tmp_path):
          "--sweep-runs", "1", "--sweep-out", str(prefix)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(prefix.with_suffix(".json").read_text())["rows"]
-    assert [row["r"] for row in rows] == [0, 2, 4]
+    assert [row["r"] for row in rows] == [[], [2], [4]]  # baseline first, then r per PP layer
     assert prefix.with_suffix(".csv").is_file() and prefix.with_suffix(".png").stat().st_size > 0
     stray = subprocess.run([sys.executable, "benchmark.py", "--config", "config/demo.yaml", "--ckpt", "x.ckpt"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
