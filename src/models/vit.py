@@ -1,8 +1,8 @@
 """DeiT (Touvron et al.) with PPT token pruning & pooling inside chosen blocks."""
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Union
 
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 
 from ..token_reduction import token_schedule
 from .layers import Block, LayerNorm, Linear, PatchEmbed, trunc_normal_param
