@@ -11,12 +11,10 @@ With --sweep, it measures the accuracy / MACs / throughput trade-off over r valu
 sets and thresholds) instead, writing CSV, JSON and a PNG plot (see src/sweep.py).
 """
 import argparse
-from pathlib import Path
 
 from src.benchmark import benchmark, format_benchmark
-from src.cli import add_common_args, load_args_config, run, setup_context
+from src.cli import add_common_args, load_args_config, run, setup_context, write_report
 from src.config import model_kwargs
-from src.evaluate import write_json
 from src.sweep import add_sweep_args, sweep_from_args
 
 
@@ -42,12 +40,8 @@ def main() -> None:
     cfg = load_args_config(args)
     kwargs = model_kwargs(cfg)
     report = benchmark(kwargs, args.batch_sizes, warmup=args.warmup, runs=args.runs, seed=cfg["seed"])
-    report.update(config=args.config_path, overrides=args.overrides, device=args.device_target, mode=args.mode,
-                  model=kwargs)
-    out = args.out or str(Path("outputs") / f"bench_{Path(args.config_path).stem}.json")
-    print(format_benchmark(report))
-    write_json(out, report)
-    print(f"results written to {out}")
+    report["model"] = kwargs
+    write_report(args, report, format_benchmark(report), "bench")
 
 
 if __name__ == "__main__":

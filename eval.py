@@ -6,10 +6,9 @@
 Results are printed and written as JSON to --out (default: outputs/eval_<config name>.json).
 """
 import argparse
-from pathlib import Path
 
-from src.cli import UsageError, add_common_args, load_args_config, run, setup_context
-from src.evaluate import evaluate_checkpoint, format_report, write_json
+from src.cli import UsageError, add_common_args, load_args_config, run, setup_context, write_report
+from src.evaluate import evaluate_checkpoint, format_report
 
 
 def main() -> None:
@@ -35,11 +34,7 @@ def main() -> None:
         cfg["data"]["path"] = args.data
     report = evaluate_checkpoint(cfg, args.ckpt_file, split=args.split, strict=args.strict,
                                  compare_baseline=args.compare_baseline)
-    report.update(config=args.config_path, overrides=args.overrides, device=args.device_target, mode=args.mode)
-    out = args.out or str(Path("outputs") / f"eval_{Path(args.config_path).stem}.json")
-    print(format_report(report))
-    write_json(out, report)
-    print(f"results written to {out}")
+    write_report(args, report, format_report(report), "eval")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
@@ -26,6 +25,7 @@ import numpy as np
 from mindspore import nn
 from safetensors import SafetensorError, deserialize, safe_open
 
+from .fileio import atomic_path
 from .models import create_model, list_models, model_defaults
 
 __all__ = [
@@ -359,16 +359,8 @@ def save_weights(model: nn.Cell, path: PathLike, meta: Optional[Dict[str, MetaVa
         raise FileNotFoundError(f"save_weights: {path}: folder {folder} does not exist")
     append = {META_PREFIX + key: _meta_entry(key, value) for key, value in (meta or {}).items()}
     entries = [{"name": name, "data": param} for name, param in model.parameters_and_names()]
-    # The .ckpt suffix matters: mindspore.save_checkpoint appends one to any other name.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp.ckpt")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.ckpt") as tmp:
         ms.save_checkpoint(entries, tmp, append_dict=append)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_checkpoint_meta(path: PathLike) -> Dict[str, MetaValue]:

@@ -10,6 +10,7 @@ import mindspore as ms
 
 from .checkpoint import load_weights
 from .config import load_config, model_kwargs
+from .fileio import write_json_atomic
 from .models import VisionTransformer, create_model
 
 DEVICES = ("Ascend", "GPU", "CPU")
@@ -62,6 +63,16 @@ def build_model(cfg: Dict[str, Any], ckpt_file: Optional[str] = None, with_ppt: 
             raise UsageError(f"--ckpt_file {ckpt_file}: no such file")
         load_weights(model, ckpt_file, drop_head=drop_head)
     return model
+
+
+def write_report(args: argparse.Namespace, report: Dict[str, Any], text: str, kind: str) -> None:
+    """Print ``text`` and write ``report`` (plus the command line's config, overrides, device and mode) as JSON
+    to ``args.out``, default ``outputs/<kind>_<config stem>.json``."""
+    report.update(config=args.config_path, overrides=args.overrides, device=args.device_target, mode=args.mode)
+    out = args.out or str(Path("outputs") / f"{kind}_{Path(args.config_path).stem}.json")
+    print(text)
+    write_json_atomic(out, report)
+    print(f"results written to {out}")
 
 
 def run(main: Callable[[], Any], prog: Optional[str] = None) -> None:

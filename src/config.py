@@ -20,11 +20,11 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
+from .fileio import write_text_atomic
 
 __all__ = [
     "ConfigError", "KeyProblem", "Check", "Key", "REQUIRED", "SCHEMA", "CROSS_CHECKS", "load_config", "model_kwargs",
@@ -528,18 +528,9 @@ def save_config(cfg: Mapping[str, Any], path: Union[str, "os.PathLike[str]"]) ->
 
     The file loads back with :func:`load_config` to an equal dict.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     text = "# Resolved configuration (src.config.save_config): every key, defaults filled in.\n"
     text += yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=None)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
 
 
 def schema_markdown() -> str:

@@ -11,12 +11,10 @@ forward, copy back of the outputs) over every batch but the first, whose time --
 mode -- is ``first_batch_seconds``; with a single batch that first batch is all there is to time. Forward
 throughput counts every row of a batch, padding included, since the model computes them all.
 """
-import json
 import math
 import os
 import re
 import sys
-import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, TextIO, Tuple, Union
 
@@ -27,7 +25,7 @@ from mindspore import Tensor
 from .flops import count_macs
 from .models import PPTStats, VisionTransformer
 
-__all__ = ["evaluate", "format_comparison", "unwrap_pipeline_error", "write_json"]
+__all__ = ["evaluate", "format_comparison", "unwrap_pipeline_error"]
 
 # "ValueError: <message>" lines in the Python stack MindSpore embeds in its pipeline errors.
 _USER_ERROR = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception): (?!Traceback)(.+)$", re.MULTILINE)
@@ -317,20 +315,3 @@ def format_report(report: Dict[str, Any]) -> str:
     if len(report["results"]) > 1:
         lines += ["", format_comparison(report["results"])]
     return "\n".join(lines)
-
-
-def write_json(path: Union[str, "os.PathLike[str]"], obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (a temporary file in the same folder, then ``os.replace``);
-    missing parent folders are created."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -25,9 +25,7 @@ import csv
 import io
 import itertools
 import math
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -37,6 +35,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from .budget import model_arch
+from .fileio import write_bytes_atomic, write_json_atomic
 from .flops import count_macs
 from .models import VisionTransformer
 from .token_reduction import token_schedule
@@ -46,19 +45,6 @@ __all__ = ["CSV_COLUMNS", "run_sweep", "measure_throughput", "evaluate_on", "for
 
 CSV_COLUMNS = ("name", "ppt", "r", "layers", "threshold", "tokens", "macs", "gmacs", "macs_ratio",
                "images_per_sec", "speedup", "top1", "top5", "loss", "num_images", "pooled_fraction")
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def measure_throughput(model: VisionTransformer, batch_size: int, runs: int, seed: int = 0) -> float:
@@ -172,7 +158,6 @@ def run_sweep(cfg: Dict[str, Any], ckpt_file: Optional[str], r_values: Sequence[
         ``loss``, ``num_images``, ``pooled_fraction`` are None without ``data``).
     """
     from .cli import build_model  # late: src.cli pulls in the whole model zoo plumbing
-    from .evaluate import write_json
 
     layer_sets, thresholds = _check_settings(cfg, r_values, layer_sets, thresholds)
     if data is not None and ckpt_file is None:
@@ -215,8 +200,8 @@ def run_sweep(cfg: Dict[str, Any], ckpt_file: Optional[str], r_values: Sequence[
             "max_images": max_images, "batch_size": batch_size, "timing_runs": timing_runs,
             "mode": "graph" if ms.get_context("mode") == ms.GRAPH_MODE else "pynative",
             "prop_attn": cfg["ppt"]["prop_attn"]}
-    write_json(f"{out_prefix}.json", {**meta, "rows": rows})
-    _atomic_write(f"{out_prefix}.csv", _csv(rows).encode("utf-8"))
+    write_json_atomic(f"{out_prefix}.json", {**meta, "rows": rows})
+    write_bytes_atomic(f"{out_prefix}.csv", _csv(rows).encode("utf-8"), make_parents=True)
     plot_sweep(rows, f"{out_prefix}.png", title=f"{cfg['model']['name']}, batch {batch_size}")
     return rows
 
@@ -291,7 +276,7 @@ def plot_sweep(rows: Sequence[Dict[str, Any]], path: str, title: str = "") -> No
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    _atomic_write(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue(), make_parents=True)
 
 
 def _layer_set(text: str) -> List[int]:

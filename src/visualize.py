@@ -16,7 +16,6 @@ least :data:`MIN_PANEL` pixels. Every file is written atomically.
 """
 import colorsys
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -26,6 +25,7 @@ import mindspore as ms
 from mindspore import Tensor
 from PIL import Image, ImageDraw, ImageFont
 
+from .fileio import atomic_path
 from .data.folder import IMAGE_EXTENSIONS, load_rgb, scan_image_folder
 from .data.transforms import eval_transforms
 from .models import PPTStats, VisionTransformer
@@ -218,16 +218,8 @@ def render_grid(panels: Sequence[Image.Image]) -> Image.Image:
 
 def save_png(image: Image.Image, path: os.PathLike) -> None:
     """Write ``image`` as PNG, atomically (a temporary file in the same folder, then ``os.replace``)."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def collect_images(inputs: Sequence[os.PathLike]) -> List[Path]:

@@ -20,6 +20,7 @@ import mindspore as ms
 import mindspore.dataset as mds
 from mindspore import Tensor
 
+from ..fileio import write_text_atomic
 from ..checkpoint import load_state_dict, read_state_dict, save_weights
 from ..config import save_config
 from ..data import create_dataset, resolve_data_root
@@ -130,9 +131,7 @@ def _load_pretrained(model: VisionTransformer, path: str, dist: _Dist) -> None:
 
 def _write_log(path: Path, records: List[Dict[str, Any]]) -> None:
     """Rewrite the JSON-lines log atomically (a few lines per epoch; never half a line)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _read_log(path: Path, last_epoch: int) -> List[Dict[str, Any]]:

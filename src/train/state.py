@@ -16,12 +16,12 @@ loses at most the unfinished epoch.
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import mindspore as ms
 from mindspore import nn
+from ..fileio import atomic_path
 
 __all__ = ["STATE_FORMAT", "STATE_SUFFIX", "ResumeError", "state_path", "weights_path", "ema_weights_path",
            "save_training_state", "load_training_state", "find_resume_file", "epoch_files",
@@ -55,16 +55,8 @@ def ema_weights_path(folder: PathLike, epoch: int) -> Path:
 
 
 def _atomic_save(entries: List[Dict[str, Any]], path: Path, append: Optional[Dict[str, Any]] = None) -> None:
-    # The .ckpt suffix matters: mindspore.save_checkpoint appends one to any other name.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.ckpt")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.ckpt") as tmp:
         ms.save_checkpoint(entries, tmp, append_dict=append, crc_check=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _state_parameters(train_step: nn.Cell, model: nn.Cell) -> Dict[str, ms.Parameter]:
