@@ -174,6 +174,9 @@ def float_list(n: int, lo: Optional[float] = None, hi: Optional[float] = None, l
 
 # ----------------------------------------------------------------------------------------------- schema
 
+AMP_LEVELS = ("auto", "O0", "O2")
+LOSS_SCALES = ("auto", "none", "dynamic")
+
 SCHEMA: Dict[str, Union[Key, Dict[str, Key]]] = {
     "seed": Key(an_int(0, 2 ** 32 - 1), 0, "seed of every random generator (init, shuffling, augmentation)"),
     "model": {
@@ -215,6 +218,10 @@ SCHEMA: Dict[str, Union[Key, Dict[str, Key]]] = {
                     "per-channel normalisation mean, RGB, on the 0-1 pixel scale (ImageNet)"),
         "std": Key(float_list(3, 0, 1, lo_open=True), [0.229, 0.224, 0.225],
                    "per-channel normalisation std, RGB, on the 0-1 pixel scale (ImageNet)"),
+        "repeated_aug": Key(an_int(1), 1,
+                            "training: repeated augmentation (DeiT's RASampler): every image of an epoch appears "
+                            "this many times, the copies spread over the devices and augmented independently; an "
+                            "epoch stays about one pass long; 1 = off"),
     },
     "train": {
         "epochs": Key(an_int(1), 300, "training epochs"),
@@ -230,10 +237,14 @@ SCHEMA: Dict[str, Union[Key, Dict[str, Key]]] = {
         "clip_grad": Key(a_float(0), 0.0, "clip gradients to this global L2 norm; 0 = no clipping"),
         "ema": Key(a_bool(), False, "keep an exponential moving average of the weights (validated and saved too)"),
         "ema_decay": Key(a_float(0, 1, hi_open=True), 0.99996, "EMA: ema = decay * ema + (1 - decay) * weights"),
-        "amp_level": Key(a_str(("O0", "O2")), "O0",
-                         "mixed precision: O0 = float32 (CPU), O2 = float16 network (Ascend/GPU)"),
-        "loss_scale": Key(a_str(("none", "dynamic")), "none",
-                          "dynamic = scale the loss, skip steps whose gradients overflow (needed with O2)"),
+        "finetune": Key(a_bool(), False,
+                        "true = the recipe fine-tunes pretrained weights: training refuses to start without "
+                        "starting weights (or a training state to resume)"),
+        "amp_level": Key(a_str(AMP_LEVELS), "auto",
+                         "mixed precision: O0 = float32, O2 = float16 network; auto = O2 on Ascend/GPU, O0 on CPU"),
+        "loss_scale": Key(a_str(LOSS_SCALES), "auto",
+                          "dynamic = scale the loss, skip steps whose gradients overflow (needed with O2); "
+                          "auto = dynamic whenever the network runs in O2"),
         "loss_scale_init": Key(a_float(1), 65536.0, "dynamic loss scale: initial scale"),
         "loss_scale_window": Key(an_int(1), 2000, "dynamic loss scale: steps without overflow before doubling"),
         "max_skipped_steps": Key(an_int(1), 25,
@@ -249,8 +260,12 @@ SCHEMA: Dict[str, Union[Key, Dict[str, Key]]] = {
         "ratio": Key(float_list(2, 0, lo_open=True), [0.75, 1.3333333333333333],
                      "RandomResizedCrop aspect-ratio range (lo <= hi)"),
         "hflip": Key(a_float(0, 1), 0.5, "horizontal flip probability; 0 = off"),
-        "randaug_magnitude": Key(an_int(0, 10), 9, "RandAugment magnitude on timm's 0-10 scale; 0 = off"),
-        "randaug_num_ops": Key(an_int(1), 2, "RandAugment operations per image"),
+        "randaug_magnitude": Key(an_int(0, 10), 9, "RandAugment magnitude on timm's 0-10 scale, timm's "
+                                                   "'increasing' op set (rand-m9-mstd0.5-inc1); 0 = off"),
+        "randaug_num_ops": Key(an_int(1), 2, "RandAugment operations per image (chosen with replacement)"),
+        "randaug_mstd": Key(a_float(0), 0.5, "RandAugment magnitude noise: each op draws N(magnitude, mstd), "
+                                             "clipped to [0, 10]; 0 = fixed magnitude"),
+        "randaug_prob": Key(a_float(0, 1), 0.5, "RandAugment: probability that each chosen op is applied"),
         "erase_prob": Key(a_float(0, 1), 0.25, "random erasing probability (per-pixel noise); 0 = off"),
         "mixup_alpha": Key(a_float(0), 0.8, "Mixup Beta(alpha, alpha); 0 = off"),
         "cutmix_alpha": Key(a_float(0), 1.0, "CutMix Beta(alpha, alpha); 0 = off"),
@@ -311,9 +326,10 @@ def _check_train(cfg: Dict[str, Any]) -> None:
     if train["warmup_epochs"] >= train["epochs"]:
         raise KeyProblem("train.warmup_epochs",
                          f"expected fewer than train.epochs ({train['epochs']}), got {train['warmup_epochs']}")
-    if train["amp_level"] == "O2" and train["loss_scale"] != "dynamic":
-        raise KeyProblem("train.loss_scale", "expected 'dynamic' with train.amp_level O2 (float16 gradients "
-                                             f"underflow without loss scaling), got {_show(train['loss_scale'])}")
+    if train["amp_level"] != "O0" and train["loss_scale"] == "none":
+        raise KeyProblem("train.loss_scale", f"expected 'dynamic' or 'auto' with train.amp_level "
+                                             f"{train['amp_level']} (float16 gradients underflow without loss "
+                                             f"scaling), got {_show(train['loss_scale'])}")
     for key in ("scale", "ratio"):
         lo, hi = aug[key]
         if lo > hi:

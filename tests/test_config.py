@@ -107,7 +107,8 @@ def test_defaults_are_filled(tmp_path):
                   "embed_dim": None, "depth": None, "num_heads": None, "drop_path_rate": 0.0},
         "ppt": {"enabled": True, "r": 50, "layers": [3, 6, 9], "threshold": 7e-5, "prop_attn": True},
         "data": {"path": "demo", "batch_size": 64, "num_workers": 2, "crop_pct": 0.875,
-                 "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+                 "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                 "repeated_aug": 1},
     }
     assert isinstance(cfg["ppt"]["threshold"], float)
 

@@ -11,7 +11,8 @@ from PIL import Image
 from src.data import (DEFAULT_AUG, IMAGENET_MEAN, IMAGENET_STD, check_num_classes, create_dataset,
                       ensure_demo_dataset, resolve_aug, resolve_data_root, scan_image_folder)
 from src.data.demo import DEMO_ENV_VAR, MARKER_NAME, _marker
-from src.data.transforms import BatchAugment, randaug_bin
+from src.data.dataset import shard_order
+from src.data.transforms import BatchAugment, RandomResizedCrop, TrainTransform
 
 NO_AUG = {"hflip": 0, "randaug_magnitude": 0, "erase_prob": 0, "mixup_alpha": 0, "cutmix_alpha": 0,
           "label_smoothing": 0}
@@ -216,11 +217,12 @@ def test_train_label_modes_and_seeded_shuffle(tmp_path):
     dataset, info = create_dataset(tmp_path, "train", 16, 4, training=True, aug=NO_AUG, seed=7)
     assert not info.soft_targets
     first, second = _epoch(dataset, epochs=2)
-    order = [np.concatenate([b["label"] for b in ep]).tolist() for ep in (first, second)]
-    assert first[0]["label"].dtype == np.int32 and sorted(order[0]) == [0] * 4 + [1] * 4 + [2] * 4
-    assert order[0] != order[1]  # reshuffled every epoch
-    again, _ = create_dataset(tmp_path, "train", 16, 4, training=True, aug=NO_AUG, seed=7)
-    assert np.concatenate([b["label"] for b in _epoch(again)[0]]).tolist() == order[0]
+    order = np.concatenate([b["label"] for b in first]).tolist()
+    assert first[0]["label"].dtype == np.int32 and sorted(order) == [0] * 4 + [1] * 4 + [2] * 4
+    # A training pipeline is one epoch: iterated again it repeats it; another epoch's seed reshuffles.
+    assert np.concatenate([b["label"] for b in second]).tolist() == order
+    other, _ = create_dataset(tmp_path, "train", 16, 4, training=True, aug=NO_AUG, seed=8)
+    assert np.concatenate([b["label"] for b in _epoch(other)[0]]).tolist() != order
 
     smooth, info = create_dataset(tmp_path, "train", 16, 4, training=True,
                                   aug={**NO_AUG, "label_smoothing": 0.3})
@@ -239,6 +241,91 @@ def test_train_shards_are_disjoint(tmp_path):
         seen.append(set(_levels(batch["image"]).tolist()))
         assert info.num_shard_images == 7 and len(seen[-1]) == 7
     assert not seen[0] & seen[1] and seen[0] | seen[1] <= set(levels)
+
+
+def test_shard_order_follows_deits_repeated_augmentation_sampler():
+    perm = np.random.default_rng(4).permutation(10)
+    assert shard_order(10, 4).tolist() == perm.tolist()
+    for repeats, shards in ((1, 1), (3, 1), (3, 2), (2, 2), (3, 4)):
+        # DeiT's RASampler: each index `repeats` times in a row, then every shards-th position per rank,
+        # cut to n // shards (no rounding to multiples of 256 here).
+        repeated = [i for i in perm.tolist() for _ in range(repeats)]
+        for rank in range(shards):
+            got = shard_order(10, 4, num_shards=shards, shard_id=rank, repeats=repeats).tolist()
+            assert got == repeated[rank::shards][:10 // shards], (repeats, shards, rank)
+    # 2 copies on 2 shards: both ranks read the same images at the same positions.
+    assert shard_order(10, 4, 2, 0, repeats=2).tolist() == shard_order(10, 4, 2, 1, repeats=2).tolist()
+    assert shard_order(6, 0, shuffle=False, repeats=2).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def _train_batches(root: Path, aug: dict, batch_size: int, **kwargs) -> list[dict]:
+    dataset, _ = create_dataset(root, "train", 16, batch_size, training=True, aug=aug, seed=5, **kwargs)
+    return _epoch(dataset)[0]
+
+
+def test_repeated_copies_and_shards_are_augmented_independently(tmp_path):
+    _train_set(tmp_path)  # 12 images of 30 x 26 px
+    fixed = {**NO_AUG, "scale": (1.0, 1.0), "ratio": (1.0, 1.0)}  # always the same centre crop
+    random_aug = {**NO_AUG, "hflip": 0.5, "randaug_magnitude": 9}
+    same = [_train_batches(tmp_path, fixed, 3, num_shards=2, shard_id=r, repeated_aug=2) for r in (0, 1)]
+    for a, b in zip(*same):  # the two ranks read the same images ...
+        np.testing.assert_array_equal(a["image"], b["image"])
+    ranks = [_train_batches(tmp_path, random_aug, 3, num_shards=2, shard_id=r, repeated_aug=2) for r in (0, 1)]
+    for a, b in zip(*ranks):  # ... and augment them differently
+        np.testing.assert_array_equal(a["label"], b["label"])
+        assert all(not np.array_equal(x, y) for x, y in zip(a["image"], b["image"]))
+    # One device, 3 copies in a row: same label, each copy its own crop/flip/RandAugment.
+    epoch = _train_batches(tmp_path, random_aug, 4, repeated_aug=3)
+    labels, images = (np.concatenate([b[key] for b in epoch]) for key in ("label", "image"))
+    assert len(labels) == 12 and (labels.reshape(4, 3) == labels[::3, None]).all()
+    assert all(not np.array_equal(images[i], images[i + 1]) for i in (0, 1, 3, 4, 6, 7, 9, 10))
+
+
+def test_training_batches_do_not_depend_on_the_number_of_workers(tmp_path):
+    _train_set(tmp_path)
+    aug = {**NO_AUG, "hflip": 0.5, "randaug_magnitude": 9, "erase_prob": 0.5, "mixup_alpha": 0.8,
+           "label_smoothing": 0.1}
+    one, two = (_train_batches(tmp_path, aug, 4, num_workers=w) for w in (1, 2))
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+
+
+def test_repeated_aug_must_leave_a_global_batch_of_distinct_images(tmp_path):
+    _train_set(tmp_path)
+    with pytest.raises(ValueError, match=r"train: repeated augmentation 5 leaves 2 distinct images per epoch "
+                                         r"\(12 / 5\), fewer than one global batch of 4$"):
+        create_dataset(tmp_path, "train", 16, 4, training=True, repeated_aug=5)
+    with pytest.raises(ValueError, match="repeated_aug must be an int >= 1, got 0"):
+        create_dataset(tmp_path, "train", 16, 4, training=True, repeated_aug=0)
+    with pytest.raises(ValueError, match="repeated_aug is only used with training=True"):
+        create_dataset(tmp_path, "train", 16, 4, repeated_aug=3)
+
+
+def test_random_resized_crop_draws_timms_boxes():
+    rng = np.random.default_rng(0)
+    # The area never fits (28 x 28 in 26 x 30): timm's fallback, a centre crop clamped to the ratio range.
+    assert RandomResizedCrop(8, (1.0, 1.0), (1.0, 1.0), "bicubic").box(26, 30, rng) == (0, 2, 26, 26)
+    assert RandomResizedCrop(8, (1.0, 1.0), (0.5, 0.5), "bicubic").box(26, 30, rng) == (5, 0, 15, 30)
+    quarter = RandomResizedCrop(8, (0.25, 0.25), (1.0, 1.0), "bicubic")
+    boxes = {quarter.box(26, 30, rng) for _ in range(200)}
+    assert {(w, h) for _, _, w, h in boxes} == {(14, 14)}  # round(sqrt(0.25 * 780))
+    lefts, tops = {b[0] for b in boxes}, {b[1] for b in boxes}
+    assert min(lefts) == 0 and max(lefts) == 12 and min(tops) == 0 and max(tops) == 16  # inclusive ranges
+    image = Image.fromarray(np.arange(30 * 26 * 3, dtype=np.uint8).reshape(30, 26, 3))
+    crop = RandomResizedCrop(13, (1.0, 1.0), (1.0, 1.0), "bilinear")
+    expected = image.crop((0, 2, 26, 28)).resize((13, 13), Image.BILINEAR)  # crop first, then resize
+    np.testing.assert_array_equal(np.asarray(crop(image, rng)), np.asarray(expected))
+
+
+def test_train_transform_flips_and_uses_the_mean_as_fill():
+    image = Image.fromarray(np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3))
+    aug = {**DEFAULT_AUG, "scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": 1.0, "randaug_magnitude": 0}
+    flipped = TrainTransform(16, "bicubic", aug, IMAGENET_MEAN)(image, np.random.default_rng(0))
+    np.testing.assert_array_equal(flipped, np.asarray(image)[:, ::-1])
+    with_ra = TrainTransform(16, "bicubic", {**aug, "randaug_magnitude": 9}, (0.5, 0.25, 1.0))
+    assert with_ra.randaug.fill == (128, 64, 255)  # timm: round(255 * mean)
 
 
 def test_train_bad_image_raises_with_path(tmp_path):
@@ -278,7 +365,6 @@ def test_resolve_aug_validates():
         resolve_aug({"erase_prob": 2})
     with pytest.raises(ValueError, match="aug.randaug_magnitude: expected an int in \\[0, 10\\], got True"):
         resolve_aug({"randaug_magnitude": True})
-    assert randaug_bin(9) == 27 and randaug_bin(10) == 30
 
 
 # ---------------------------------------------------------------- demo dataset

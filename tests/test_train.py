@@ -297,8 +297,24 @@ def test_pretrained_weights_with_another_class_count_drop_the_head(tmp_path, cap
     assert "drop_head" in capsys.readouterr().out
     np.testing.assert_array_equal(target.blocks[0].attn.qkv.weight.asnumpy(),
                                   source.blocks[0].attn.qkv.weight.asnumpy())
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        engine._load_pretrained(target, str(tmp_path / "nope.ckpt"), engine._Dist())
+
+
+def test_a_run_that_cannot_start_writes_nothing(image_folder, tmp_path):
+    """Bad starting points are refused before the output folder (or anything in it) is created."""
+    cfg = load_config(write_config(tmp_path, image_folder))
+    out = tmp_path / "never"
+    cases = [
+        (dict(ckpt_file=str(tmp_path / "nope.ckpt")), FileNotFoundError, "starting weights .*nope.ckpt: no such file"),
+        (dict(resume=str(tmp_path / "gone")), ResumeError, "gone: no such training state file or output folder"),
+        (dict(ckpt_file="a.ckpt", resume="b"), ValueError, "exclude each other"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            train(cfg, output_dir=out, progress=False, **kwargs)
+    finetune = dict(cfg, train=dict(cfg["train"], finetune=True))
+    with pytest.raises(ValueError, match="train.finetune is true .* no starting weights"):
+        train(finetune, output_dir=out, progress=False)
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -312,9 +328,9 @@ def test_aug_section_mirrors_the_data_defaults():
 
 @pytest.mark.parametrize("override, message", [
     ("train.warmup_epochs=30", "train.warmup_epochs: expected fewer than train.epochs (30), got 30"),
-    ("train.amp_level=O2", "train.loss_scale: expected 'dynamic' with train.amp_level O2"),
+    ("train.loss_scale=none", "train.loss_scale: expected 'dynamic' or 'auto' with train.amp_level auto"),
     ("train.base_lr=0", "train.base_lr: expected a float > 0, got 0"),
-    ("train.amp_level=O3", "train.amp_level: expected one of 'O0', 'O2', got \"O3\""),
+    ("train.amp_level=O3", "train.amp_level: expected one of 'auto', 'O0', 'O2', got \"O3\""),
     ("aug.scale=[0.9,0.1]", "aug.scale: expected [lo, hi] with lo <= hi, got [0.9, 0.1]"),
     ("train.epoch=3", "train.epoch: unknown key (did you mean 'epochs'?)"),
 ])
@@ -381,6 +397,42 @@ def test_msrun_two_workers_data_parallel(tmp_path, image_folder):
     assert (tmp_path / "out_rank0" / "epoch_0002.ckpt").exists() and (tmp_path / "out_rank0" / "log.jsonl").exists()
     assert not (tmp_path / "out_rank1").exists()
     assert "on 2 device(s)" in logs
+
+
+_AUG_DRIVER = """
+import sys
+import numpy as np
+from src.cli import setup_context
+from src.config import load_config
+from src.data import resolve_data_root
+from src.train import engine
+
+setup_context("CPU", "graph")
+config, dump = sys.argv[1:]
+cfg = load_config(config, ["data.repeated_aug=2", "aug.randaug_magnitude=9", "aug.hflip=0.5", "aug.mixup_alpha=0",
+                          "aug.label_smoothing=0"])
+dist = engine._init_distributed()
+dataset, _ = engine.train_dataset(cfg, resolve_data_root(cfg["data"]["path"]), 32, 0, dist)
+images, labels = next(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+np.savez(f"{dump}_rank{dist.rank}.npz", images=images, labels=labels)
+"""
+
+
+@pytest.mark.slow
+def test_msrun_ranks_augment_their_copies_differently(tmp_path, image_folder):
+    """With 2 copies on 2 ranks both ranks read the same images; per-rank seeds make their augmentation differ."""
+    config = write_config(tmp_path, image_folder, batch_size=6)
+    driver = tmp_path / "aug_driver.py"
+    driver.write_text(_AUG_DRIVER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    cmd = ["msrun", "--worker_num=2", "--local_worker_num=2", "--master_addr=127.0.0.1", "--master_port=8131",
+           f"--log_dir={tmp_path / 'LOGS'}", "--join=True", str(driver), str(config), str(tmp_path / "batch")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    logs = "\n".join(p.read_text() for p in sorted((tmp_path / "LOGS").glob("worker_*.log")))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs[-4000:]
+    rank0, rank1 = (np.load(tmp_path / f"batch_rank{r}.npz") for r in (0, 1))
+    np.testing.assert_array_equal(rank0["labels"], rank1["labels"])
+    assert all(not np.array_equal(a, b) for a, b in zip(rank0["images"], rank1["images"]))
 
 
 @pytest.mark.slow

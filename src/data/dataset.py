@@ -14,16 +14,18 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import mindspore.dataset as ds
 
-from .folder import FolderScan, check_num_classes, load_rgb, scan_image_folder
-from .transforms import (IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, BatchAugment, eval_transforms,
-                         resolve_aug, train_transforms)
+from PIL import Image
 
-__all__ = ["DatasetInfo", "create_dataset", "EVAL_COLUMNS", "TRAIN_COLUMNS"]
+from .folder import FolderScan, check_num_classes, load_rgb, scan_image_folder
+from .transforms import (IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, BatchAugment, TrainTransform, eval_transforms,
+                         normalize_transforms, resolve_aug)
+
+__all__ = ["DatasetInfo", "create_dataset", "shard_order", "EVAL_COLUMNS", "TRAIN_COLUMNS"]
 
 EVAL_COLUMNS = ("image", "label", "valid")
 TRAIN_COLUMNS = ("image", "label")
@@ -85,51 +87,50 @@ class _EvalSource:
 
 
 class _TrainSource:
-    """Item ``i`` -> ``(image uint8 [H, W, 3], label int32)``; an unreadable file raises with its path."""
+    """Position ``k`` of this shard's epoch -> ``(augmented image uint8 [H, W, 3], label int32)``.
 
-    def __init__(self, samples: Sequence[tuple[Path, int]]):
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.int32]:
-        path, label = self.samples[i]
-        try:
-            image = load_rgb(path)
-        except Exception as exc:  # pylint: disable=broad-except
-            raise ValueError(f"{path}: unreadable training image ({_describe(exc)})") from exc
-        return image, np.int32(label)
-
-
-class _EpochSampler:
-    """Per-epoch index order: a permutation of ``range(n)`` seeded by ``(seed, epoch)`` (the same on every
-    shard), or ``range(n)`` unshuffled, then every ``num_shards``-th index from ``shard_id``, cut to
-    ``per_shard`` so all shards yield the same count.
+    The image is ``samples[order[k]]``, augmented with a generator seeded by ``(seed, shard_id, k)``: a
+    position gives the same image whatever the number of workers (exact resume), and the copies of an image
+    that repeated augmentation places at other positions or on other shards are augmented independently.
+    An unreadable file raises with its path.
     """
 
-    def __init__(self, n: int, shuffle: bool, seed: int, num_shards: int, shard_id: int, per_shard: int):
-        self.n = n
-        self.shuffle = shuffle
+    def __init__(self, samples: Sequence[tuple[Path, int]], order: np.ndarray, transform: TrainTransform,
+                 seed: int, shard_id: int):
+        self.samples = samples
+        self.order = order
+        self.transform = transform
         self.seed = seed
-        self.num_shards = num_shards
         self.shard_id = shard_id
-        self.per_shard = per_shard
-        self._epoch = 0
 
     def __len__(self) -> int:
-        return self.per_shard
+        return len(self.order)
 
-    def __iter__(self) -> Iterator[int]:
-        # A generator, so the epoch counter only advances once iteration really starts: MindSpore calls
-        # __iter__ while building the pipeline without consuming the result.
-        epoch = self._epoch
-        self._epoch += 1
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        else:
-            order = np.arange(self.n)
-        yield from order[self.shard_id::self.num_shards][:self.per_shard].tolist()
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.int32]:
+        path, label = self.samples[self.order[k]]
+        try:
+            image = Image.fromarray(load_rgb(path))
+        except Exception as exc:  # pylint: disable=broad-except
+            raise ValueError(f"{path}: unreadable training image ({_describe(exc)})") from exc
+        rng = np.random.default_rng([self.seed, self.shard_id, int(k)])
+        return self.transform(image, rng), np.int32(label)
+
+
+def shard_order(n: int, seed: int, num_shards: int = 1, shard_id: int = 0, repeats: int = 1,
+                shuffle: bool = True) -> np.ndarray:
+    """The sample indices one shard reads in one training epoch, in order.
+
+    A permutation of ``range(n)`` seeded by ``seed`` (the same on every shard; the caller derives the seed
+    from the run's seed and the epoch), each index repeated ``repeats`` times in a row, then every
+    ``num_shards``-th index from ``shard_id``: with repeated augmentation (DeiT's RASampler) the copies of an
+    image go to different shards, or, on one device, follow each other. Every shard is cut to
+    ``n // num_shards`` indices, so an epoch stays one pass long whatever ``repeats`` is (DeiT also rounds
+    that count down to a multiple of 256, which is not reproduced).
+    """
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    if repeats > 1:
+        order = np.repeat(order, repeats)
+    return order[shard_id::num_shards][:n // num_shards]
 
 
 @dataclass
@@ -215,13 +216,44 @@ def _resolve_batching(training: bool, pad_last: bool | None, drop_remainder: boo
     return pad, drop, bool(strict)
 
 
+def _train_order(scan: FolderScan, batch_size: int, num_shards: int, shard_id: int, seed: int, shuffle: bool,
+                 drop: bool, repeats: int) -> np.ndarray:
+    """This shard's epoch order (:func:`shard_order`), after checking the split can fill it."""
+    n = len(scan.samples)
+    per_shard = n // num_shards
+    if per_shard < (batch_size if drop else 1):
+        raise ValueError(f"{scan.root}: {n} images give {per_shard} per shard ({num_shards} shards), "
+                         f"too few for one batch of {batch_size}")
+    if n / repeats < batch_size * num_shards:
+        raise ValueError(f"{scan.root}: repeated augmentation {repeats} leaves {n / repeats:.0f} distinct images "
+                         f"per epoch ({n} / {repeats}), fewer than one global batch of {batch_size * num_shards}")
+    return shard_order(n, seed, num_shards, shard_id, repeats, shuffle)
+
+
+def _eval_length(scan: FolderScan, shard_images: int, batch_size: int, num_shards: int, pad: bool,
+                 drop: bool) -> int:
+    """Rows this eval shard yields: with ``pad`` every shard gets the batch count of the largest one, so
+    data-parallel ranks stay in step."""
+    n = len(scan.samples)
+    if pad:
+        length = math.ceil(math.ceil(n / num_shards) / batch_size) * batch_size
+    elif not shard_images:
+        raise ValueError(f"{scan.root}: {n} images are fewer than num_shards={num_shards}; use pad_last=True")
+    else:
+        length = shard_images
+    if drop and length < batch_size:
+        raise ValueError(f"{scan.root}: this shard has {length} images, too few for one batch of "
+                         f"{batch_size} with drop_remainder=True")
+    return length
+
+
 def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_size: int, *,
                    training: bool = False, crop_pct: float = 0.875, interpolation: str = "bicubic",
                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                    num_workers: int = 2, num_shards: int = 1, shard_id: int = 0, shuffle: bool | None = None,
                    seed: int = 0, strict: bool | None = None, pad_last: bool | None = None,
                    drop_remainder: bool | None = None, aug: Mapping[str, Any] | None = None,
-                   num_classes: int | None = None) -> tuple[ds.Dataset, DatasetInfo]:
+                   repeated_aug: int = 1, num_classes: int | None = None) -> tuple[ds.Dataset, DatasetInfo]:
     """Build the eval or training pipeline for ``<root>/<split>/<class>/<image>``.
 
     Eval batches: ``image`` float32 ``[B, 3, img_size, img_size]``, ``label`` int32 ``[B]``, ``valid`` int32
@@ -236,17 +268,18 @@ def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_siz
         batch_size: rows per batch.
         training: training pipeline (random augmentation, shuffling, drop_remainder) instead of eval.
         crop_pct: eval centre-crop fraction: the shorter side is resized to ``int(img_size / crop_pct)``.
-        interpolation: ``"bicubic"`` (PIL-exact) or ``"bilinear"`` (PIL-exact in eval; OpenCV-style in the
-            training crop).
+        interpolation: ``"bicubic"`` or ``"bilinear"``, PIL's filters (as timm) in eval and training.
         mean, std: per-channel normalisation statistics on the 0..1 scale.
         num_workers: parallel workers for decoding and for the per-image ops.
         num_shards, shard_id: data-parallel sharding. Eval shards take every ``num_shards``-th image
-            (disjoint, together every image once); training shards take disjoint slices of each epoch's
-            global permutation, ``num_images // num_shards`` images each.
-        shuffle: default True for training, False for eval. The order is a permutation seeded by
-            ``(seed, epoch)``. Per-image random ops (crop, flip, RandAugment) draw from MindSpore's dataset
-            seed, ``mindspore.dataset.config.set_seed``, which the caller sets; the batch-level augmentation
-            is seeded by ``(seed, shard_id)``.
+            (disjoint, together every image once); training shards take interleaved slices of the epoch's
+            global permutation, ``num_images // num_shards`` positions each (:func:`shard_order`).
+        shuffle: default True for training, False for eval. The order is a permutation seeded by ``seed``.
+            A training pipeline is ONE epoch: iterating it again repeats that epoch exactly, so build one
+            pipeline per epoch with a seed derived from (run seed, epoch), as ``src.train`` does. Per-image
+            augmentation draws from a generator seeded by ``(seed, shard_id, position)``, the batch-level
+            augmentation from one seeded by ``(seed, shard_id)``: results depend on neither the number of
+            workers nor timing.
         seed: see ``shuffle``.
         strict: eval only (default False): raise at the first unreadable file instead of yielding it as a
             ``valid=0`` row and recording it in ``info.bad_files()``. Training always raises.
@@ -258,6 +291,9 @@ def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_siz
             prefer ``pad_last``. Without either, the last batch is smaller and graph mode compiles a second
             time.
         aug: training augmentation options (see ``src.data.transforms``); eval raises if given.
+        repeated_aug: training only: DeiT's repeated augmentation; each image appears this many times per
+            epoch (on different shards, or one after another on one shard), the epoch length unchanged. The
+            distinct images of an epoch (``num_images / repeated_aug``) must fill one global batch.
         num_classes: the model's class count; a different number of class folders is an error. Also the
             width of the soft targets (default: the number of class folders).
 
@@ -269,6 +305,7 @@ def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_siz
     _check_int("num_workers", num_workers, 1)
     _check_int("num_shards", num_shards, 1)
     _check_int("seed", seed, 0)
+    _check_int("repeated_aug", repeated_aug, 1)
     if not isinstance(shard_id, int) or isinstance(shard_id, bool) or not 0 <= shard_id < num_shards:
         raise ValueError(f"create_dataset: shard_id must be an int in [0, {num_shards}), got {shard_id!r}")
     if not isinstance(crop_pct, (int, float)) or isinstance(crop_pct, bool) or not 0 < crop_pct <= 1:
@@ -295,40 +332,30 @@ def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_siz
 
     if training:
         resolved_aug = resolve_aug(aug)
-        per_shard = n // num_shards
-        if per_shard < (batch_size if drop else 1):
-            raise ValueError(f"{scan.root}: {n} images give {per_shard} per shard ({num_shards} shards), "
-                             f"too few for one batch of {batch_size}")
-        source = _TrainSource(scan.samples)
-        sampler = _EpochSampler(n, shuffle, seed, num_shards, shard_id, per_shard)
-        dataset = ds.GeneratorDataset(source, list(TRAIN_COLUMNS), sampler=sampler,
-                                      num_parallel_workers=num_workers, python_multiprocessing=False)
-        dataset = dataset.map(train_transforms(img_size, interpolation, mean, std, resolved_aug),
-                              input_columns=["image"], num_parallel_workers=num_workers)
+        order = _train_order(scan, batch_size, num_shards, shard_id, seed, shuffle, drop, repeated_aug)
+        source = _TrainSource(scan.samples, order, TrainTransform(img_size, interpolation, resolved_aug, mean),
+                              seed, shard_id)
+        # Positions in order: the source already holds the epoch's (shuffled, sharded) order.
+        dataset = ds.GeneratorDataset(source, list(TRAIN_COLUMNS), shuffle=False, num_parallel_workers=num_workers,
+                                      python_multiprocessing=False)
+        dataset = dataset.map(normalize_transforms(mean, std), input_columns=["image"],
+                              num_parallel_workers=num_workers)
         dataset = dataset.batch(batch_size, drop_remainder=drop)
         batch_aug = BatchAugment(num_classes, resolved_aug, seed=[seed, shard_id])
         if batch_aug.soft_targets or batch_aug.erase_prob > 0:
             # One worker: the batches then consume the seeded generator in a fixed order.
             dataset = dataset.map(batch_aug, input_columns=list(TRAIN_COLUMNS), num_parallel_workers=1)
-        columns, soft, shard_images, rows = TRAIN_COLUMNS, batch_aug.soft_targets, per_shard, per_shard
+        columns, soft, shard_images, rows = TRAIN_COLUMNS, batch_aug.soft_targets, len(order), len(order)
     else:
         resolved_aug = None
+        if repeated_aug != 1:
+            raise ValueError("create_dataset: repeated_aug is only used with training=True")
         indices = list(range(shard_id, n, num_shards))
-        if pad:
-            # Every shard gets the batch count of the largest one, so data-parallel ranks stay in step.
-            length = math.ceil(math.ceil(n / num_shards) / batch_size) * batch_size
-        elif not indices:
-            raise ValueError(f"{scan.root}: {n} images are fewer than num_shards={num_shards}; "
-                             f"use pad_last=True")
-        else:
-            length = len(indices)
-        if drop and length < batch_size:
-            raise ValueError(f"{scan.root}: this shard has {length} images, too few for one batch of "
-                             f"{batch_size} with drop_remainder=True")
+        if shuffle:  # e.g. a random subset from the first batches; padding rows stay last
+            indices = [indices[i] for i in np.random.default_rng(seed).permutation(len(indices))]
+        length = _eval_length(scan, len(indices), batch_size, num_shards, pad, drop)
         source = _EvalSource(scan.samples, indices, length, img_size, strict, log)
-        sampler = _EpochSampler(length, True, seed, 1, 0, length) if shuffle else None
-        dataset = ds.GeneratorDataset(source, list(EVAL_COLUMNS), sampler=sampler,
-                                      shuffle=None if sampler else False, num_parallel_workers=num_workers,
+        dataset = ds.GeneratorDataset(source, list(EVAL_COLUMNS), shuffle=False, num_parallel_workers=num_workers,
                                       python_multiprocessing=False)
         dataset = dataset.map(eval_transforms(img_size, crop_pct, interpolation, mean, std),
                               input_columns=["image"], num_parallel_workers=num_workers)

@@ -16,7 +16,9 @@ key                    default         meaning
 ``ratio``              ``(3/4, 4/3)``  RandomResizedCrop aspect-ratio range
 ``hflip``              ``0.5``         horizontal flip probability (0 disables)
 ``randaug_magnitude``  ``9``           RandAugment magnitude on timm's 0..10 scale (0 disables)
-``randaug_num_ops``    ``2``           RandAugment operations per image
+``randaug_num_ops``    ``2``           RandAugment operations per image, chosen with replacement
+``randaug_mstd``       ``0.5``         RandAugment magnitude noise (std of the per-op magnitude)
+``randaug_prob``       ``0.5``         RandAugment: probability that a chosen op is applied
 ``erase_prob``         ``0.25``        RandomErasing probability, timm "pixel" mode (0 disables)
 ``mixup_alpha``        ``0.8``         Mixup Beta(alpha, alpha) (0 disables Mixup)
 ``cutmix_alpha``       ``1.0``         CutMix Beta(alpha, alpha) (0 disables CutMix)
@@ -29,14 +31,14 @@ Targets: when Mixup, CutMix or label smoothing is active the label column is a f
 ``[B, num_classes]`` soft-target matrix whose rows sum to 1; with all three disabled it stays int32 ``[B]``
 (use a plain sparse cross-entropy then).
 
-Differences from timm's ``rand-m9-mstd0.5-inc1`` that MindSpore's ``vision.RandAugment`` cannot mirror:
-the magnitude is fixed (no per-op Gaussian noise, i.e. no ``mstd``), each chosen op is always applied
-(timm applies it with probability 0.5; MindSpore's op set includes Identity instead), Invert and
-SolarizeAdd are not in MindSpore's op set, and geometric ops always use bicubic interpolation (timm picks
-bilinear or bicubic at random). The magnitude is mapped linearly: timm ``m`` of 10 -> bin
-``round(m / 10 * 30)`` of MindSpore's 31 bins, whose ranges (shear 0.3, rotate 30 degrees, enhance
-factors 1 +- 0.9, translate ~0.45 of the size) match timm's maxima. Colour jitter is not offered: DeiT's
-recipe has it off whenever RandAugment is on. Repeated augmentation (DeiT's RASampler) is not offered.
+Per-image training augmentation runs in Python on PIL images (:class:`TrainTransform`) with one
+``numpy.random.Generator`` per image, seeded by the pipeline from (seed, epoch, shard, position): results
+do not depend on the number of workers, so a resumed run sees exactly the same images, and every device
+(and every repeated copy of an image) draws its own crops. RandomResizedCrop follows timm's
+``RandomResizedCropAndInterpolation`` (10 attempts, log-uniform aspect ratio, centre-crop fallback; crop,
+then resize); RandAugment is timm's ``rand-m9-mstd0.5-inc1`` (:mod:`src.data.randaugment`), filling
+uncovered pixels with the mean colour. Colour jitter is not offered: DeiT's recipe has it off whenever
+RandAugment is on.
 """
 from __future__ import annotations
 
@@ -46,16 +48,18 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import mindspore.dataset.vision as vision
 from mindspore.dataset.vision import Inter
+from PIL import Image, ImageOps
+
+from .randaugment import RandAugment
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_AUG", "INTERPOLATIONS", "resolve_aug",
-           "eval_transforms", "train_transforms", "CenterCrop", "BatchAugment", "randaug_bin"]
+           "eval_transforms", "normalize_transforms", "CenterCrop", "RandomResizedCrop", "TrainTransform",
+           "BatchAugment"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bicubic", "bilinear")
-RANDAUG_BINS = 31
-# timm's RandAugment fills uncovered pixels with (roughly) the ImageNet mean colour.
-RANDAUG_FILL = (124, 116, 104)
+_PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
 DEFAULT_AUG: dict[str, Any] = {
     "scale": (0.08, 1.0),
@@ -63,6 +67,8 @@ DEFAULT_AUG: dict[str, Any] = {
     "hflip": 0.5,
     "randaug_magnitude": 9,
     "randaug_num_ops": 2,
+    "randaug_mstd": 0.5,
+    "randaug_prob": 0.5,
     "erase_prob": 0.25,
     "mixup_alpha": 0.8,
     "cutmix_alpha": 1.0,
@@ -103,10 +109,10 @@ def resolve_aug(aug: Mapping[str, Any] | None) -> dict[str, Any]:
     out = {**DEFAULT_AUG, **aug}
     out["scale"] = _check_pair("scale", out["scale"], hi=1.0)
     out["ratio"] = _check_pair("ratio", out["ratio"], hi=None)
-    for key in ("hflip", "erase_prob", "mixup_prob", "mixup_switch_prob"):
+    for key in ("hflip", "erase_prob", "mixup_prob", "mixup_switch_prob", "randaug_prob"):
         out[key] = _check_range(key, out[key], 0.0, 1.0)
     out["label_smoothing"] = _check_range("label_smoothing", out["label_smoothing"], 0.0, 1.0, hi_open=True)
-    for key in ("mixup_alpha", "cutmix_alpha"):
+    for key in ("mixup_alpha", "cutmix_alpha", "randaug_mstd"):
         out[key] = _check_range(key, out[key], 0.0, math.inf)
     for key, lo, hi in (("randaug_magnitude", 0, 10), ("randaug_num_ops", 1, None)):
         value = out[key]
@@ -115,11 +121,6 @@ def resolve_aug(aug: Mapping[str, Any] | None) -> dict[str, Any]:
             expected = f"an int in [{lo}, {hi}]" if hi is not None else f"an int >= {lo}"
             raise ValueError(f"aug.{key}: expected {expected}, got {value!r}")
     return out
-
-
-def randaug_bin(magnitude: int) -> int:
-    """Map timm's RandAugment magnitude (0..10) onto MindSpore's magnitude bin (0..30)."""
-    return round(magnitude / 10 * (RANDAUG_BINS - 1))
 
 
 def _normalize_ops(mean: Sequence[float], std: Sequence[float]) -> list:
@@ -161,19 +162,72 @@ def eval_transforms(img_size: int, crop_pct: float, interpolation: str,
     return resize + [CenterCrop(img_size)] + _normalize_ops(mean, std)
 
 
-def train_transforms(img_size: int, interpolation: str, mean: Sequence[float], std: Sequence[float],
-                     aug: Mapping[str, Any]) -> list:
-    """Per-image training ops (``aug`` already resolved by :func:`resolve_aug`)."""
-    inter = Inter.PILCUBIC if interpolation == "bicubic" else Inter.BILINEAR
-    ops = [vision.RandomResizedCrop(img_size, scale=aug["scale"], ratio=aug["ratio"], interpolation=inter)]
-    if aug["hflip"] > 0:
-        ops.append(vision.RandomHorizontalFlip(aug["hflip"]))
-    if aug["randaug_magnitude"] > 0:
-        ops.append(vision.RandAugment(num_ops=aug["randaug_num_ops"],
-                                      magnitude=randaug_bin(aug["randaug_magnitude"]),
-                                      num_magnitude_bins=RANDAUG_BINS, interpolation=Inter.BICUBIC,
-                                      fill_value=RANDAUG_FILL))
-    return ops + _normalize_ops(mean, std)
+def normalize_transforms(mean: Sequence[float], std: Sequence[float]) -> list:
+    """Per-image ops after the training augmentation: ``uint8 [H, W, 3]`` -> normalised ``float32 [3, H, W]``."""
+    return _normalize_ops(mean, std)
+
+
+class RandomResizedCrop:
+    """timm's ``RandomResizedCropAndInterpolation`` drawing from a given generator.
+
+    Up to 10 attempts at an area fraction ``U(scale)`` and a log-uniform aspect ratio within ``ratio`` that
+    fits the image; otherwise a centre crop with the ratio clamped into ``ratio``. The crop is cut out, then
+    resized (resizing a box of the whole image would let pixels outside the crop into the filter).
+    """
+
+    def __init__(self, size: int, scale: Sequence[float], ratio: Sequence[float], interpolation: str):
+        self.size = size
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.resample = _PIL_FILTERS[interpolation]
+
+    def box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """``(left, top, w, h)`` of the crop in a ``width`` x ``height`` image."""
+        area = width * height
+        for _ in range(10):
+            target = rng.uniform(*self.scale) * area
+            aspect = math.exp(rng.uniform(*self.log_ratio))
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if w <= width and h <= height:
+                return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+        in_ratio = width / height
+        w, h = width, height
+        if in_ratio < self.ratio[0]:
+            h = int(round(width / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            w = int(round(height * self.ratio[1]))
+        return (width - w) // 2, (height - h) // 2, w, h
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        left, top, w, h = self.box(img.width, img.height, rng)
+        return img.crop((left, top, left + w, top + h)).resize((self.size, self.size), self.resample)
+
+
+class TrainTransform:
+    """Per-image training augmentation on a PIL image: RandomResizedCrop, horizontal flip, RandAugment.
+
+    ``aug`` is resolved by :func:`resolve_aug`; ``mean`` (0..1 scale) gives RandAugment's fill colour, as
+    timm derives it. Returns ``uint8 [img_size, img_size, 3]``; normalisation follows in the pipeline.
+    """
+
+    def __init__(self, img_size: int, interpolation: str, aug: Mapping[str, Any], mean: Sequence[float]):
+        self.crop = RandomResizedCrop(img_size, aug["scale"], aug["ratio"], interpolation)
+        self.hflip = aug["hflip"]
+        self.randaug = None
+        if aug["randaug_magnitude"] > 0:
+            fill = tuple(min(255, round(255 * m)) for m in mean)
+            self.randaug = RandAugment(aug["randaug_num_ops"], aug["randaug_magnitude"], aug["randaug_mstd"],
+                                       aug["randaug_prob"], fill=fill, interpolation=interpolation)
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> np.ndarray:
+        img = self.crop(img, rng)
+        if self.hflip > 0 and rng.random() < self.hflip:
+            img = ImageOps.mirror(img)
+        if self.randaug is not None:
+            img = self.randaug(img, rng)
+        return np.asarray(img, dtype=np.uint8)
 
 
 class BatchAugment:

@@ -1,11 +1,12 @@
 """The training loop: data per epoch, compiled steps, progress lines, validation, checkpoints, resume and
 data-parallel runs (``msrun``; only rank 0 writes files).
 
-Reproducibility: everything random in an epoch is a function of ``(seed, epoch)``: the training pipeline is
-rebuilt every epoch with a seed derived from both (sample order, per-image augmentation, Mixup/CutMix), so a
-resumed epoch sees the same batches as an uninterrupted run. Not covered: stochastic depth
-(``model.drop_path_rate > 0``) draws from the graph's random-op state, which cannot be saved, and MindSpore's
-per-image random ops are only reproducible with ``data.num_workers: 1``.
+Reproducibility: everything random in an epoch's data is a function of ``(seed, epoch, rank)``: the training
+pipeline is rebuilt every epoch with a seed derived from ``(seed, epoch)`` (sample order, the same on every
+rank) and draws per-image augmentation from ``(that seed, rank, position)`` and Mixup/CutMix from ``(that
+seed, rank)``, whatever the number of workers. A resumed epoch sees the same batches as an uninterrupted
+run, and the ranks of a data-parallel run augment independently. Not covered: stochastic depth
+(``model.drop_path_rate > 0``) draws from the graph's random-op state, which cannot be saved.
 """
 import json
 import math
@@ -17,7 +18,6 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import mindspore as ms
-import mindspore.dataset as mds
 from mindspore import Tensor
 
 from ..fileio import write_text_atomic
@@ -29,15 +29,15 @@ from ..models import PPTStats, VisionTransformer
 from ..cli import build_model
 from .ema import ModelEMA
 from .loss import create_loss
-from .optim import create_optimizer
+from .optim import create_optimizer, scaled_lr
 from .state import (ema_weights_path, find_resume_file, load_training_state, prune_checkpoints,
                     save_training_state, state_path, weights_path)
-from .step import TrainStep
+from .step import TrainStep, resolve_precision
 
 __all__ = ["TrainingDiverged", "TrainResult", "epoch_seed", "train", "train_dataset", "val_dataset"]
 
-AUG_KEYS = ("scale", "ratio", "hflip", "randaug_magnitude", "randaug_num_ops", "erase_prob", "mixup_alpha",
-            "cutmix_alpha", "mixup_prob", "mixup_switch_prob", "label_smoothing")
+AUG_KEYS = ("scale", "ratio", "hflip", "randaug_magnitude", "randaug_num_ops", "randaug_mstd", "randaug_prob",
+            "erase_prob", "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob", "label_smoothing")
 LOG_NAME = "log.jsonl"
 
 
@@ -91,13 +91,12 @@ def _aug(cfg: Mapping[str, Any]) -> Dict[str, Any]:
 
 def train_dataset(cfg: Mapping[str, Any], root: Path, img_size: int, epoch: int, dist: _Dist):
     """The training pipeline of ``epoch`` (0-based) for this rank, seeded by ``epoch_seed(seed, epoch)``."""
-    seed = epoch_seed(cfg["seed"], epoch)
-    mds.config.set_seed(seed)  # per-image random ops (crop, flip, RandAugment)
     data = cfg["data"]
     return create_dataset(root, cfg["train"]["train_split"], img_size, data["batch_size"], training=True,
                           interpolation=data["interpolation"], mean=data["mean"], std=data["std"],
                           num_workers=data["num_workers"], num_shards=dist.size, shard_id=dist.rank,
-                          seed=seed, aug=_aug(cfg), num_classes=cfg["model"]["num_classes"])
+                          seed=epoch_seed(cfg["seed"], epoch), aug=_aug(cfg), repeated_aug=data["repeated_aug"],
+                          num_classes=cfg["model"]["num_classes"])
 
 
 def val_dataset(cfg: Mapping[str, Any], root: Path, img_size: int):
@@ -118,8 +117,6 @@ def _say(text: str, dist: _Dist) -> None:
 
 def _load_pretrained(model: VisionTransformer, path: str, dist: _Dist) -> None:
     """Strict load; the classifier head(s) are left out (and re-initialised) when the class count differs."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--ckpt_file {path}: no such file")
     state = read_state_dict(path)
     head = state.get("head.weight")
     drop_head = head is not None and head.shape[0] != model.num_classes
@@ -154,6 +151,174 @@ def _val_summary(result: Dict[str, Any]) -> Dict[str, Any]:
     return {k: result[k] for k in keys}
 
 
+@dataclass
+class _Run:
+    """Everything a run sets up before its first epoch, and the running best/history."""
+    cfg: Mapping[str, Any]
+    dist: _Dist
+    out: Path
+    root: Path
+    model: VisionTransformer
+    step: TrainStep
+    schedule: np.ndarray
+    steps_per_epoch: int
+    global_batch: int
+    ema_model: Optional[VisionTransformer]
+    start_epoch: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = 0
+    skipped_run: int = 0
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def _check_start(cfg: Mapping[str, Any], ckpt_file: Optional[str], resume: Optional[str]) -> Optional[Path]:
+    """Refuse a run that cannot start before anything is created; returns the state file to resume from."""
+    if ckpt_file and resume:
+        raise ValueError("starting weights and a training state to resume exclude each other (a resumed run "
+                         "has its own weights)")
+    if cfg["train"]["finetune"] and not (ckpt_file or resume):
+        raise ValueError("train.finetune is true (a fine-tuning recipe, with a fine-tuning learning rate) but no "
+                         "starting weights were given: it would train random weights; give the pretrained weights, "
+                         "or set train.finetune=false to train from scratch")
+    if ckpt_file and not Path(ckpt_file).is_file():
+        raise FileNotFoundError(f"starting weights {ckpt_file}: no such file")
+    return find_resume_file(resume) if resume else None
+
+
+def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: Optional[str], dist: _Dist) -> _Run:
+    """Model (with starting weights), precision, optimiser, EMA and the compiled train step."""
+    tcfg = cfg["train"]
+    ms.set_seed(cfg["seed"])  # weight init (identical on every rank)
+    root = resolve_data_root(cfg["data"]["path"])
+    model = build_model(dict(cfg))
+    if ckpt_file:
+        _load_pretrained(model, ckpt_file, dist)
+    amp_level, loss_scale = resolve_precision(tcfg["amp_level"], tcfg["loss_scale"], ms.get_context("device_target"))
+    net = ms.amp.auto_mixed_precision(model, amp_level) if amp_level != "O0" else model
+    _, info = train_dataset(cfg, root, model.img_size, 0, dist)
+    global_batch = cfg["data"]["batch_size"] * dist.size
+    optimizer, schedule = create_optimizer(model.trainable_params(), tcfg, info.num_batches, global_batch)
+    scaler = None
+    if loss_scale == "dynamic":
+        scaler = ms.amp.DynamicLossScaler(tcfg["loss_scale_init"], 2, tcfg["loss_scale_window"])
+    ema = ModelEMA(model.trainable_params(), tcfg["ema_decay"]) if tcfg["ema"] else None
+    step = TrainStep(net, create_loss(info.soft_targets, model.num_classes), optimizer, scaler=scaler,
+                     clip_grad=tcfg["clip_grad"], ema=ema, distributed=dist.size > 1)
+    step.set_train(True)
+    ema_model = build_model(dict(cfg)) if ema is not None else None
+    peak = scaled_lr(tcfg["base_lr"], global_batch)
+    _say(f"precision: amp {amp_level}, loss scaling {loss_scale}; peak lr {peak:.3g} = train.base_lr "
+         f"{tcfg['base_lr']:g} x global batch {global_batch} / 512", dist)
+    if peak < tcfg["min_lr"]:
+        _say(f"note: the peak lr {peak:.3g} is below train.min_lr {tcfg['min_lr']:g}, so the cosine phase rises to "
+             f"min_lr (as DeiT's scheduler does); lower train.min_lr for a decaying schedule", dist)
+    return _Run(cfg, dist, out, root, model, step, schedule, info.num_batches, global_batch, ema_model)
+
+
+def _resume(run: _Run, state_file: Path) -> None:
+    """Restore the train step (weights, optimiser, EMA, loss scale) and the run's progress from a state file."""
+    meta = load_training_state(run.step, run.model, state_file, run.cfg, run.dist.size)
+    run.start_epoch, run.best_top1, run.best_epoch = meta["epoch"], meta["best_top1"], meta["best_epoch"]
+    run.skipped_run = meta["skipped_run"]
+    run.history = _read_log(run.out / LOG_NAME, run.start_epoch)
+    _say(f"resumed from {state_file}: epoch {run.start_epoch} done, global step {meta['global_step']}", run.dist)
+
+
+def _check_step(run: _Run, loss: float, finite: bool, epoch: int, i: int) -> None:
+    """Count overflow-skipped steps; raise when the loss diverged or too many steps were skipped in a row."""
+    if finite:
+        run.skipped_run = 0
+        return
+    run.skipped_run += 1
+    last = state_path(run.out, epoch)  # the state after the previous epoch, if any
+    where = f"epoch {epoch + 1} step {i + 1} (global step {epoch * run.steps_per_epoch + i + 1})"
+    keep = f"; the last good checkpoint is {last}" if last.exists() else "; no checkpoint was written yet"
+    if run.step.scaler is None:
+        raise TrainingDiverged(f"{where}: loss {loss} / gradients are not finite with train.loss_scale none; "
+                               f"stopped without updating the weights{keep} (lower train.base_lr or set "
+                               f"train.clip_grad)")
+    if run.skipped_run >= run.cfg["train"]["max_skipped_steps"]:
+        raise TrainingDiverged(f"{where}: {run.skipped_run} consecutive steps overflowed (loss scale now "
+                               f"{float(run.step.loss_scale.asnumpy()):g}); stopped{keep}")
+
+
+def _train_epoch(run: _Run, epoch: int, progress: bool) -> Dict[str, Any]:
+    """One pass over this rank's shard; returns the epoch's log record (without validation)."""
+    dataset, _ = train_dataset(run.cfg, run.root, run.model.img_size, epoch, run.dist)
+    epochs, log_every = run.cfg["train"]["epochs"], run.cfg["train"]["log_interval"]
+    t_epoch = time.perf_counter()
+    losses, step_times, data_time = [], [], 0.0
+    t_data = time.perf_counter()
+    for i, (images, targets) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)):
+        data_time += time.perf_counter() - t_data
+        t0 = time.perf_counter()
+        loss, finite, norm = run.step(Tensor(images), Tensor(targets))
+        loss, finite = float(loss.asnumpy()), bool(finite.asnumpy())
+        step_times.append(time.perf_counter() - t0)
+        _check_step(run, loss, finite, epoch, i)
+        if finite:
+            losses.append(loss)
+        if progress and ((i + 1) % log_every == 0 or i + 1 == run.steps_per_epoch):
+            recent = step_times[1:][-log_every:] or step_times
+            lr = run.schedule[min(int(run.step.optimizer.global_step.asnumpy()[0]), len(run.schedule) - 1)]
+            _say(f"epoch {epoch + 1}/{epochs} step {i + 1}/{run.steps_per_epoch} loss {loss:.4f} lr {lr:.3e} "
+                 f"grad_norm {float(norm.asnumpy()):.3f} {run.global_batch / np.mean(recent):.1f} img/s", run.dist)
+        t_data = time.perf_counter()
+    done = (epoch + 1) * run.steps_per_epoch
+    return {
+        "epoch": epoch + 1, "global_step": done,
+        "train_loss": float(np.mean(losses)) if losses else math.nan,
+        "lr": float(run.schedule[min(done, len(run.schedule)) - 1]),
+        "skipped_steps": len(step_times) - len(losses), "loss_scale": float(run.step.loss_scale.asnumpy()),
+        # The first step of a run includes the graph compile: left out of the mean.
+        "step_seconds": float(np.mean(step_times[1:] if len(step_times) > 1 else step_times)),
+        "data_seconds": data_time, "epoch_seconds": time.perf_counter() - t_epoch,
+    }
+
+
+def _save_epoch(run: _Run, record: Dict[str, Any], improved: bool) -> None:
+    """The training state first (so the newest state is always complete), then the weight files."""
+    cfg, out, epoch = run.cfg, run.out, record["epoch"]
+    meta = {"epoch": epoch, "global_step": record["global_step"], "best_top1": run.best_top1,
+            "best_epoch": run.best_epoch, "skipped_run": run.skipped_run, "seed": cfg["seed"],
+            "world_size": run.dist.size, "config": dict(cfg)}
+    save_training_state(run.step, run.model, state_path(out, epoch), meta)
+    weight_meta = {"epoch": epoch, "top1": record["val"]["top1"], "model": cfg["model"]["name"]}
+    save_weights(run.model, weights_path(out, epoch), weight_meta)
+    if improved:
+        save_weights(run.model, out / "best.ckpt", weight_meta)
+    if run.ema_model is not None:
+        ema_top1 = record["val_ema"]["top1"]
+        ema_meta = dict(weight_meta, top1=ema_top1, ema=True)
+        save_weights(run.ema_model, ema_weights_path(out, epoch), ema_meta)
+        if ema_top1 >= max(r["val_ema"]["top1"] for r in run.history if "val_ema" in r):
+            save_weights(run.ema_model, out / "best_ema.ckpt", ema_meta)
+    prune_checkpoints(out, cfg["train"]["keep_checkpoints"])
+
+
+def _validate(run: _Run, record: Dict[str, Any], val_set: Any, nets: Dict[str, PPTStats],
+              progress: bool) -> Dict[str, Any]:
+    """Rank 0: validate the weights (and the EMA), log, checkpoint; returns the model's validation result."""
+    epoch = record["epoch"]
+    val = evaluate(nets["model"], val_set, progress=progress, desc=f"val {epoch}")
+    record["val"] = _val_summary(val)
+    if run.ema_model is not None:
+        _copy_weights(run.step.ema, run.ema_model)
+        record["val_ema"] = _val_summary(evaluate(nets["ema"], val_set, progress=progress, desc=f"val-ema {epoch}"))
+    improved = val["top1"] > run.best_top1
+    if improved:
+        run.best_top1, run.best_epoch = val["top1"], epoch
+    record.update(best_top1=run.best_top1, best_epoch=run.best_epoch)
+    run.history.append(record)
+    _write_log(run.out / LOG_NAME, run.history)
+    _save_epoch(run, record, improved)
+    ema_text = f", EMA top-1 {record['val_ema']['top1']:.2f}" if run.ema_model is not None else ""
+    _say(f"epoch {epoch}/{run.cfg['train']['epochs']}: train loss {record['train_loss']:.4f}, val top-1 "
+         f"{val['top1']:.2f} top-5 {val['top5']:.2f}{ema_text} (best {run.best_top1:.2f} at epoch {run.best_epoch}), "
+         f"{record['step_seconds'] * 1000:.0f} ms/step, {record['epoch_seconds']:.0f} s", run.dist)
+    return val
+
+
 def train(cfg: Mapping[str, Any], *, output_dir: os.PathLike, ckpt_file: Optional[str] = None,
           resume: Optional[str] = None, stop_after_epoch: Optional[int] = None,
           progress: bool = True) -> TrainResult:
@@ -161,144 +326,43 @@ def train(cfg: Mapping[str, Any], *, output_dir: os.PathLike, ckpt_file: Optiona
 
     Args:
         cfg: a config from ``src.config.load_config``.
-        output_dir: where checkpoints, ``log.jsonl`` and ``config.yaml`` go (rank 0 only).
+        output_dir: where checkpoints, ``log.jsonl`` and ``config.yaml`` go (rank 0 only); created only once
+            the starting point is known to be usable.
         ckpt_file: initial weights (e.g. converted DeiT weights); the head is dropped if its class count differs.
         resume: a training state, or an output folder (its newest epoch), to continue from.
         stop_after_epoch: end the run after this epoch (1-based) even if ``train.epochs`` is larger; the
-            schedule is still the full one, so ``--resume`` continues it exactly.
+            schedule is still the full one, so resuming continues it exactly.
         progress: print progress lines.
 
     Raises:
         TrainingDiverged: non-finite loss/gradients without loss scaling, or too many overflow-skipped steps.
-        ResumeError: an unusable resume file.
+        ResumeError: an unusable resume target.
+        ValueError: a fine-tuning config (``train.finetune``) without starting weights, or both a checkpoint
+            and a resume target.
     """
-    if ckpt_file and resume:
-        raise ValueError("--ckpt_file and --resume exclude each other (a resumed run has its own weights)")
-    tcfg = cfg["train"]
+    state_file = _check_start(cfg, ckpt_file, resume)
     dist = _init_distributed()
-    out = Path(output_dir)
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-    ms.set_seed(cfg["seed"])  # weight init (identical on every rank)
-    root = resolve_data_root(cfg["data"]["path"])
-
-    model = build_model(dict(cfg))
-    if ckpt_file:
-        _load_pretrained(model, ckpt_file, dist)
-    net = ms.amp.auto_mixed_precision(model, tcfg["amp_level"]) if tcfg["amp_level"] != "O0" else model
-    _, info = train_dataset(cfg, root, model.img_size, 0, dist)
-    steps_per_epoch = info.num_batches
-    global_batch = cfg["data"]["batch_size"] * dist.size
-    optimizer, schedule = create_optimizer(model.trainable_params(), tcfg, steps_per_epoch, global_batch)
-    scaler = None
-    if tcfg["loss_scale"] == "dynamic":
-        scaler = ms.amp.DynamicLossScaler(tcfg["loss_scale_init"], 2, tcfg["loss_scale_window"])
-    ema = ModelEMA(model.trainable_params(), tcfg["ema_decay"]) if tcfg["ema"] else None
-    step = TrainStep(net, create_loss(info.soft_targets, model.num_classes), optimizer, scaler=scaler,
-                     clip_grad=tcfg["clip_grad"], ema=ema, distributed=dist.size > 1)
-    step.set_train(True)
-
-    start_epoch, best_top1, best_epoch, skipped_run = 0, -1.0, 0, 0
-    history: List[Dict[str, Any]] = []
-    if resume:
-        resume_file = find_resume_file(resume)
-        meta = load_training_state(step, model, resume_file, cfg, dist.size)
-        start_epoch, best_top1, best_epoch = meta["epoch"], meta["best_top1"], meta["best_epoch"]
-        skipped_run = meta["skipped_run"]
-        history = _read_log(out / LOG_NAME, start_epoch)
-        _say(f"resumed from {resume_file}: epoch {start_epoch} done, global step {meta['global_step']}", dist)
-
-    epochs = tcfg["epochs"]
+    run = _setup(cfg, Path(output_dir), ckpt_file, dist)
+    if state_file is not None:
+        _resume(run, state_file)
+    epochs = cfg["train"]["epochs"]
     last_epoch = epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)
     if dist.main:
-        save_config(dict(cfg), out / "config.yaml")
-    _say(f"training {cfg['model']['name']} (PPT {'on' if model.ppt_layers else 'off'}) for epochs "
-         f"{start_epoch + 1}..{last_epoch} of {epochs}: {steps_per_epoch} steps/epoch, global batch {global_batch}"
-         f" on {dist.size} device(s), peak lr {schedule.max():.3g}, output {out}", dist)
-
-    val_set = val_dataset(cfg, root, model.img_size) if dist.main else None
-    val_net = PPTStats(model)
-    ema_model = build_model(dict(cfg)) if ema is not None else None
-    ema_net = PPTStats(ema_model) if ema_model is not None else None
-    log_every = tcfg["log_interval"]
+        run.out.mkdir(parents=True, exist_ok=True)
+        save_config(dict(cfg), run.out / "config.yaml")
+    _say(f"training {cfg['model']['name']} (PPT {'on' if run.model.ppt_layers else 'off'}) for epochs "
+         f"{run.start_epoch + 1}..{last_epoch} of {epochs}: {run.steps_per_epoch} steps/epoch, global batch "
+         f"{run.global_batch} on {dist.size} device(s), output {run.out}", dist)
+    val_set = val_dataset(cfg, run.root, run.model.img_size) if dist.main else None
+    nets = {"model": PPTStats(run.model)}
+    if run.ema_model is not None:
+        nets["ema"] = PPTStats(run.ema_model)
     final_val = None
-
-    for epoch in range(start_epoch, last_epoch):
-        dataset, _ = train_dataset(cfg, root, model.img_size, epoch, dist)
-        t_epoch = time.perf_counter()
-        losses, step_times, data_time = [], [], 0.0
-        t_data = time.perf_counter()
-        for i, (images, targets) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)):
-            data_time += time.perf_counter() - t_data
-            t0 = time.perf_counter()
-            loss, finite, norm = step(Tensor(images), Tensor(targets))
-            loss, finite = float(loss.asnumpy()), bool(finite.asnumpy())
-            step_times.append(time.perf_counter() - t0)
-            global_step = epoch * steps_per_epoch + i + 1
-            if finite:
-                skipped_run = 0
-                losses.append(loss)
-            else:
-                skipped_run += 1
-                last = state_path(out, epoch)  # the state after the previous epoch, if any
-                where = f"epoch {epoch + 1} step {i + 1} (global step {global_step})"
-                keep = f"; the last good checkpoint is {last}" if last.exists() else "; no checkpoint was written yet"
-                if scaler is None:
-                    raise TrainingDiverged(f"{where}: loss {loss} / gradients are not finite with train.loss_scale "
-                                           f"none; stopped without updating the weights{keep} (lower train.base_lr "
-                                           f"or set train.clip_grad)")
-                if skipped_run >= tcfg["max_skipped_steps"]:
-                    raise TrainingDiverged(f"{where}: {skipped_run} consecutive steps overflowed (loss scale now "
-                                           f"{float(step.loss_scale.asnumpy()):g}); stopped{keep}")
-            if progress and ((i + 1) % log_every == 0 or i + 1 == steps_per_epoch):
-                recent = step_times[1:][-log_every:] or step_times
-                lr = schedule[min(int(optimizer.global_step.asnumpy()[0]), len(schedule) - 1)]
-                _say(f"epoch {epoch + 1}/{epochs} step {i + 1}/{steps_per_epoch} loss {loss:.4f} lr {lr:.3e} "
-                     f"grad_norm {float(norm.asnumpy()):.3f} {global_batch / np.mean(recent):.1f} img/s", dist)
-            t_data = time.perf_counter()
-
-        record: Dict[str, Any] = {
-            "epoch": epoch + 1, "global_step": (epoch + 1) * steps_per_epoch,
-            "train_loss": float(np.mean(losses)) if losses else math.nan,
-            "lr": float(schedule[min((epoch + 1) * steps_per_epoch, len(schedule)) - 1]),
-            "skipped_steps": len(step_times) - len(losses), "loss_scale": float(step.loss_scale.asnumpy()),
-            # The first step of a run includes the graph compile: left out of the mean.
-            "step_seconds": float(np.mean(step_times[1:] if len(step_times) > 1 else step_times)),
-            "data_seconds": data_time, "epoch_seconds": time.perf_counter() - t_epoch,
-        }
+    for epoch in range(run.start_epoch, last_epoch):
+        record = _train_epoch(run, epoch, progress)
         if dist.main:
-            val = evaluate(val_net, val_set, progress=progress, desc=f"val {epoch + 1}")
-            record["val"] = _val_summary(val)
-            final_val = val
-            if ema is not None:
-                _copy_weights(ema, ema_model)
-                record["val_ema"] = _val_summary(evaluate(ema_net, val_set, progress=progress,
-                                                          desc=f"val-ema {epoch + 1}"))
-            improved = val["top1"] > best_top1
-            if improved:
-                best_top1, best_epoch = val["top1"], epoch + 1
-            record.update(best_top1=best_top1, best_epoch=best_epoch)
-            history.append(record)
-            _write_log(out / LOG_NAME, history)
-            meta = {"epoch": epoch + 1, "global_step": record["global_step"], "best_top1": best_top1,
-                    "best_epoch": best_epoch, "skipped_run": skipped_run, "seed": cfg["seed"],
-                    "world_size": dist.size, "config": dict(cfg)}
-            save_training_state(step, model, state_path(out, epoch + 1), meta)
-            weight_meta = {"epoch": epoch + 1, "top1": val["top1"], "model": cfg["model"]["name"]}
-            save_weights(model, weights_path(out, epoch + 1), weight_meta)
-            if ema_model is not None:
-                save_weights(ema_model, ema_weights_path(out, epoch + 1),
-                             dict(weight_meta, top1=record["val_ema"]["top1"], ema=True))
-            if improved:
-                save_weights(model, out / "best.ckpt", weight_meta)
-            if ema_model is not None and record["val_ema"]["top1"] >= max(
-                    r["val_ema"]["top1"] for r in history if "val_ema" in r):
-                save_weights(ema_model, out / "best_ema.ckpt", dict(weight_meta, top1=record["val_ema"]["top1"]))
-            prune_checkpoints(out, tcfg["keep_checkpoints"])
-            ema_text = f", EMA top-1 {record['val_ema']['top1']:.2f}" if ema is not None else ""
-            _say(f"epoch {epoch + 1}/{epochs}: train loss {record['train_loss']:.4f}, val top-1 {val['top1']:.2f} "
-                 f"top-5 {val['top5']:.2f}{ema_text} (best {best_top1:.2f} at epoch {best_epoch}), "
-                 f"{record['step_seconds'] * 1000:.0f} ms/step, {record['epoch_seconds']:.0f} s", dist)
+            final_val = _validate(run, record, val_set, nets, progress)
         else:
-            history.append(record)
-    return TrainResult(out, last_epoch - start_epoch, best_top1, best_epoch, model, history, final_val)
+            run.history.append(record)
+    return TrainResult(run.out, last_epoch - run.start_epoch, run.best_top1, run.best_epoch, run.model,
+                       run.history, final_val)

@@ -4,7 +4,7 @@ Per epoch ``N`` the output folder receives (each file written to a temporary nam
 
 * ``epoch_N.state.ckpt``: the whole training state -- model weights, AdamW moments and step, EMA weights,
   loss-scale state -- plus ``meta.train_state``, a JSON string with the epoch, global step, best top-1 so
-  far, the seed and the resolved config. ``--resume`` reads this file.
+  far, the seed and the resolved config. Resuming reads this file.
 * ``epoch_N.ckpt``: the model weights alone (``src.checkpoint.save_weights``): ``eval.py --ckpt`` reads it.
 * ``epoch_N.ema.ckpt``: the EMA weights under the model's own names (when ``train.ema`` is on).
 * ``best.ckpt`` / ``best_ema.ckpt``: copies of the weights with the best validation top-1 so far.
@@ -32,7 +32,7 @@ STATE_SUFFIX = ".state.ckpt"
 META_KEY = "meta.train_state"
 # Config entries that must be equal to resume: they define the model, the schedule and the data order.
 RESUME_KEYS = ("seed", "model", "ppt", "train", "aug", "data.batch_size", "data.mean", "data.std",
-               "data.interpolation")
+               "data.interpolation", "data.repeated_aug")
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.state\.ckpt$")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -113,7 +113,7 @@ def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg
             config (any of :data:`RESUME_KEYS`) or number of devices, or its tensors do not match the model.
     """
     path = Path(path)
-    where = f"--resume {path}"
+    where = f"training state {path}"
     if not path.is_file():
         raise ResumeError(f"{where}: no such file")
     try:
@@ -129,8 +129,8 @@ def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg
     except json.JSONDecodeError:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
-        raise ResumeError(f"{where}: not a training state written by train.py (weights-only files such as "
-                          f"epoch_N.ckpt start a run with --ckpt_file instead)")
+        raise ResumeError(f"{where}: not a training state written by train.py (a weights-only file such as "
+                          f"epoch_N.ckpt is a starting point for a new run, not a state to resume)")
     for key in RESUME_KEYS:
         diff = _first_difference(_config_value(meta["config"], key), _config_value(cfg, key), key)
         if diff:
@@ -163,23 +163,27 @@ def epoch_files(folder: PathLike) -> Dict[int, Path]:
 
 
 def find_resume_file(target: PathLike) -> Path:
-    """The state file meant by ``--resume``: a ``*.state.ckpt`` file, a weights file ``X.ckpt`` next to its
+    """The state file a resume target means: a ``*.state.ckpt`` file, a weights file ``X.ckpt`` next to its
     ``X.state.ckpt``, or an output folder (its newest epoch)."""
     target = Path(target)
     if target.is_dir():
         found = epoch_files(target)
         if not found:
-            raise ResumeError(f"--resume {target}: the folder has no epoch_N{STATE_SUFFIX} training state")
+            raise ResumeError(f"{target}: the folder has no epoch_N{STATE_SUFFIX} training state")
         return found[max(found)]
     if target.name.endswith(STATE_SUFFIX):
+        if not target.is_file():
+            raise ResumeError(f"{target}: no such training state file")
         return target
     if target.suffix == ".ckpt":
         sibling = target.with_name(target.name[:-len(".ckpt")] + STATE_SUFFIX)
         if sibling.is_file():
             return sibling
-        raise ResumeError(f"--resume {target}: no training state {sibling.name} next to it "
-                          f"(a weights-only file starts a run with --ckpt_file instead)")
-    raise ResumeError(f"--resume {target}: expected an output folder or a *{STATE_SUFFIX} file")
+        raise ResumeError(f"{target}: no training state {sibling.name} next to it (a weights-only file is a "
+                          f"starting point for a new run, not a state to resume)")
+    if not target.exists():
+        raise ResumeError(f"{target}: no such training state file or output folder")
+    raise ResumeError(f"{target}: expected an output folder or a *{STATE_SUFFIX} training state")
 
 
 def prune_checkpoints(folder: PathLike, keep: int) -> List[Path]:

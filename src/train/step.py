@@ -14,7 +14,25 @@ from mindspore.communication import get_group_size
 
 from .ema import ModelEMA
 
-__all__ = ["TrainStep", "global_norm", "clip_by_global_norm"]
+__all__ = ["TrainStep", "global_norm", "clip_by_global_norm", "resolve_precision"]
+
+# Where "auto" precision means a float16 network: the devices with fast float16 kernels.
+_FLOAT16_DEVICES = ("Ascend", "GPU")
+
+
+def resolve_precision(amp_level: str, loss_scale: str, device_target: str) -> Tuple[str, str]:
+    """The AMP level and loss scaling a run uses on ``device_target``.
+
+    ``auto`` AMP is O2 (float16 network, float32 loss and optimiser state) on Ascend and GPU and O0 (float32)
+    on CPU, whose float16 kernels are slow or missing; ``auto`` loss scaling is dynamic whenever the network
+    runs in float16, where small gradients would underflow otherwise.
+    """
+    level = ("O2" if device_target in _FLOAT16_DEVICES else "O0") if amp_level == "auto" else amp_level
+    scale = ("dynamic" if level != "O0" else "none") if loss_scale == "auto" else loss_scale
+    if level != "O0" and scale == "none":
+        raise ValueError(f"train.amp_level {amp_level} runs the network in float16 on {device_target}, which needs "
+                         f"loss scaling; train.loss_scale is none")
+    return level, scale
 
 _unscale = ops.MultitypeFuncGraph("unscale")
 _scale_by = ops.MultitypeFuncGraph("scale_by")
