@@ -1,7 +1,8 @@
 """Train or fine-tune a DeiT with PPT token pruning & pooling (DeiT's recipe; see config/README.md).
 
     python train.py                                   # quick start: config/demo.yaml on the built-in demo data
-    python train.py --config config/deit_small_patch16_224.yaml --ckpt_file deit_small.ckpt --set data.path=/imagenet
+    python train.py --config config/deit_small_patch16_224_finetune.yaml --device_target Ascend \\
+        --ckpt_file deit_small_patch16_224-cd65a155.pth --set data.path=/imagenet   # the official PPT fine-tune
     python train.py --config config/demo.yaml --resume outputs/demo     # continue the newest checkpoint
     msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=8129 --log_dir=LOGS \\
         --join=True train.py --config config/demo.yaml                 # 2-process data parallel
@@ -15,7 +16,7 @@ from src.train.quickstart import compare_with_baseline
 from src.train.state import weights_path
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, ckpt="optional", default_config="config/demo.yaml")
     parser.add_argument("--output_dir", "--output", dest="output_dir",
@@ -25,6 +26,11 @@ def main() -> None:
     parser.add_argument("--stop_after_epoch", type=int, metavar="N",
                         help="end after epoch N (e.g. to fit a job time limit); continue later with --resume")
     parser.add_argument("--no_progress", action="store_true", help="no per-step progress lines")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.stop_after_epoch is not None and args.stop_after_epoch < 1:
         parser.error(f"--stop_after_epoch: expected an int >= 1, got {args.stop_after_epoch}")

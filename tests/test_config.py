@@ -49,7 +49,9 @@ def error_of(path: str, overrides=None) -> str:
 # ------------------------------------------------------------------------------------------ shipped files
 
 def test_every_registered_model_has_a_config():
-    assert sorted(p.stem for p in SHIPPED) == sorted(list_models() + ["demo"])
+    stems = sorted(p.stem for p in SHIPPED)
+    assert sorted(s for s in stems if not s.startswith("demo") and not s.endswith("_finetune")) == list_models()
+    assert {"demo", "demo_finetune", "deit_small_patch16_224_finetune"} <= set(stems)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -57,8 +59,8 @@ def test_shipped_config_loads_and_matches_its_model(path):
     cfg = load_config(path)
     kwargs = model_kwargs(cfg)
     arch = model_defaults(kwargs["name"])
-    if path.stem != "demo":
-        assert kwargs["name"] == path.stem
+    if not path.stem.startswith("demo"):
+        assert kwargs["name"] == path.stem.removesuffix("_finetune")
         assert kwargs["num_classes"] == 1000
         # the ImageNet configs keep the registered architecture (no overrides but drop_path_rate)
         assert set(kwargs) == {"name", "num_classes", "ppt", "drop_path_rate"}
