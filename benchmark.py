@@ -11,14 +11,75 @@ With --sweep, it measures the accuracy / MACs / throughput trade-off over r valu
 sets and thresholds) instead, writing CSV, JSON and a PNG plot (see src/sweep.py).
 """
 import argparse
+from pathlib import Path
+from typing import List
 
 from src.benchmark import benchmark, format_benchmark
-from src.cli import add_common_args, load_args_config, run, setup_context, write_report
+from src.cli import UsageError, add_common_args, load_args_config, run, setup_context, write_report
 from src.config import model_kwargs
-from src.sweep import add_sweep_args, sweep_from_args
+from src.sweep import format_sweep, run_sweep
 
 
-def main() -> None:
+def _layer_set(text: str) -> List[int]:
+    try:
+        layers = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated block indices such as 3,6,9, got '{text}'")
+    if not layers:
+        raise argparse.ArgumentTypeError(f"expected comma-separated block indices such as 3,6,9, got '{text}'")
+    return layers
+
+
+def add_sweep_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--sweep R [R ...]`` (runs the sweep) and its ``--sweep-*`` options to ``parser``.
+
+    The weights come from ``--ckpt_file`` (needed for ``--sweep-data``)."""
+    group = parser.add_argument_group("sweep (accuracy / MACs / throughput trade-off)")
+    group.add_argument("--sweep", type=int, nargs="+", metavar="R",
+                       help="sweep these r values (plus the baseline) and write CSV, JSON and PNG")
+    group.add_argument("--sweep-layers", "--sweep_layers", dest="sweep_layers", type=_layer_set, nargs="+",
+                       metavar="L,L,...", help="PP layer sets to try, e.g. 3,6,9 2,5,8 (default: ppt.layers)")
+    group.add_argument("--sweep-thresholds", "--sweep_thresholds", dest="sweep_thresholds", type=float, nargs="+",
+                       metavar="T", help="score-variance thresholds to try (default: ppt.threshold)")
+    group.add_argument("--sweep-data", "--sweep_data", dest="sweep_data", metavar="PATH|demo",
+                       help="also measure top-1 on this dataset (needs --ckpt_file); default: no accuracy")
+    group.add_argument("--sweep-split", "--sweep_split", dest="sweep_split", default="val",
+                       help="split folder of --sweep-data (default: val)")
+    group.add_argument("--sweep-max-images", "--sweep_max_images", dest="sweep_max_images", type=int, metavar="N",
+                       help="evaluate on a fixed random subset of about N images (whole batches)")
+    group.add_argument("--sweep-batch-size", "--sweep_batch_size", dest="sweep_batch_size", type=int, metavar="B",
+                       help="timing and evaluation batch (default: data.batch_size)")
+    group.add_argument("--sweep-runs", "--sweep_runs", dest="sweep_runs", type=int, default=5,
+                       help="timed calls per setting, the median counts (default: 5)")
+    group.add_argument("--sweep-out", "--sweep_out", dest="sweep_out", metavar="PREFIX",
+                       help="output prefix (default: outputs/sweep_<config name>)")
+
+
+def run_sweep_from_args(args: argparse.Namespace) -> List[dict]:
+    """Run the sweep described by the ``--sweep*`` flags in graph mode; print the table and where the files
+    went; return its rows."""
+    if args.mode != "graph":
+        raise UsageError("--sweep times the graph-mode model: drop --mode pynative")
+    for flag, value in (("--sweep-max-images", args.sweep_max_images), ("--sweep-batch-size", args.sweep_batch_size),
+                        ("--sweep-runs", args.sweep_runs)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag}: expected an int >= 1, got {value}")
+    setup_context(args.device_target, "graph")
+    cfg = load_args_config(args)
+    out_prefix = args.sweep_out or str(Path("outputs") / f"sweep_{Path(args.config_path).stem}")
+    rows = run_sweep(cfg, args.ckpt_file, args.sweep, layer_sets=args.sweep_layers,
+                     thresholds=args.sweep_thresholds, data=args.sweep_data, batch_size=args.sweep_batch_size,
+                     max_images=args.sweep_max_images, timing_runs=args.sweep_runs, out_prefix=out_prefix,
+                     split=args.sweep_split)
+    print(format_sweep(rows))
+    if args.sweep_data is None:
+        print("top-1 not measured (no --sweep-data)")
+    print(f"wrote {out_prefix}.csv, {out_prefix}.json, {out_prefix}.png")
+    return rows
+
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)  # --ckpt_file: the weights for --sweep-data (timing needs none)
     parser.add_argument("--batch-size", "--batch_size", dest="batch_sizes", type=int, nargs="+", default=[32],
@@ -26,12 +87,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed calls per model and batch size, the first compiles (default: 2)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs; the median is reported (default: 5)")
+    parser.add_argument("--policies", nargs="+", default=[], metavar="POLICY",
+                        help="also time the PPT setting with these token-reduction policies, e.g. prune pool")
     parser.add_argument("--out", "--output", dest="out", default=None,
                         help="JSON results file (default: outputs/bench_<config name>.json)")
     add_sweep_args(parser)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.sweep:
-        sweep_from_args(args)
+        run_sweep_from_args(args)
         return
     if args.ckpt_file:
         parser.error("--ckpt_file is only used with --sweep --sweep-data (timing uses random weights)")
@@ -39,8 +107,9 @@ def main() -> None:
     setup_context(args.device_target, args.mode)
     cfg = load_args_config(args)
     kwargs = model_kwargs(cfg)
-    report = benchmark(kwargs, args.batch_sizes, warmup=args.warmup, runs=args.runs, seed=cfg["seed"])
-    report["model"] = kwargs
+    report = benchmark(kwargs, args.batch_sizes, warmup=args.warmup, runs=args.runs, seed=cfg["seed"],
+                       policies=args.policies)
+    report["model"] = dict(kwargs, ppt=kwargs["ppt"].to_dict() if kwargs["ppt"] else None)
     write_report(args, report, format_benchmark(report), "bench")
 
 

@@ -11,9 +11,8 @@ meeting the same target are also evaluated on (a subset of) the dataset and the 
 """
 import argparse
 
-from src.budget import format_candidates, model_arch, parse_target, ppt_yaml, search_budget
-from src.cli import UsageError, add_common_args, build_model, load_args_config, run, setup_context
-from src.flops import count_macs_arch
+from src.budget import choose_schedule
+from src.cli import UsageError, add_common_args, load_args_config, run, setup_context
 
 
 def main() -> None:
@@ -34,11 +33,10 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_args_config(args)
-    ppt = cfg["ppt"]
-    layers = args.layers if args.layers is not None else ppt["layers"]
-    threshold = args.threshold if args.threshold is not None else ppt["threshold"]
+    layers = args.layers if args.layers is not None else cfg["ppt"]["layers"]
+    threshold = args.threshold if args.threshold is not None else cfg["ppt"]["threshold"]
     if layers is None or threshold is None:
-        raise UsageError(f"{args.config_path}: ppt is disabled, so give --layers and --threshold")
+        raise UsageError(f"{args.config_path}: ppt is disabled or has no threshold, so give --layers and --threshold")
     if args.data is None and args.ckpt_file is not None:
         raise UsageError("--ckpt_file is only used to evaluate candidates: give --data too")
     if args.data is not None and args.ckpt_file is None:
@@ -46,38 +44,10 @@ def main() -> None:
     for flag, value in (("--max-images", args.max_images), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise UsageError(f"{flag}: expected an int >= 1, got {value}")
-
-    arch = model_arch(cfg)
-    baseline = count_macs_arch(**arch)["total"]
-    target = parse_target(args.target, baseline)
-    candidates = search_budget(arch, sorted(layers), target)
-    print(f"{cfg['model']['name']}: baseline {baseline / 1e9:.4f} GMACs per image; target {target / 1e9:.4f} GMACs "
-          f"({target / baseline:.4f} of the baseline); PP layers {sorted(layers)}")
-
-    chosen, top1 = candidates[0], None
-    if args.data is not None and len(candidates) > 1:
+    if args.data is not None:
         setup_context(args.device_target, args.mode)
-        from src.sweep import evaluate_on  # the data pipeline only when evaluating
-
-        top1 = []
-        for sched in candidates:
-            run_cfg = {**cfg, "ppt": {**ppt, "enabled": True, "r": list(sched.r), "layers": list(sched.layers),
-                                      "threshold": threshold}}
-            model = build_model(run_cfg, args.ckpt_file)
-            result = evaluate_on(model, cfg, args.data, split=args.split, batch_size=args.batch_size,
-                                 max_images=args.max_images, desc=f"{sched.kind} r={list(sched.r)}")
-            top1.append(result["top1"])
-        best = max(top1)
-        chosen = candidates[top1.index(best)]  # the first, i.e. the analytic one, among equals
-        print(f"top-1 on {result['num_images']} images of {args.data}/{args.split}:")
-    print(format_candidates(candidates, baseline, top1))
-    if chosen.r and not any(chosen.r):
-        print("the target is at or above the baseline's MACs: no token reduction needed")
-    print(f"\nchosen: {chosen.kind}, {chosen.macs / 1e9:.4f} GMACs per image, {chosen.macs / baseline:.4f} of the "
-          f"baseline\n")
-    print(f"# {chosen.macs / 1e9:.4f} GMACs per image ({chosen.macs / baseline:.4f} of the baseline), "
-          f"from budget.py --target {args.target}")
-    print(ppt_yaml(chosen, threshold, ppt["prop_attn"]))
+    print(choose_schedule(cfg, args.target, layers, threshold, data=args.data, ckpt_file=args.ckpt_file,
+                          split=args.split, max_images=args.max_images, batch_size=args.batch_size))
 
 
 if __name__ == "__main__":

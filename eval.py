@@ -30,6 +30,9 @@ def main() -> None:
 
     setup_context(args.device_target, args.mode)
     cfg = load_args_config(args)
+    if args.compare_baseline and not cfg["ppt"]["enabled"]:
+        raise UsageError("--compare-baseline: the config has ppt.enabled: false, so the model already is the "
+                         "baseline; enable PPT to compare")
     if args.data is not None:
         cfg["data"]["path"] = args.data
     report = evaluate_checkpoint(cfg, args.ckpt_file, split=args.split, strict=args.strict,

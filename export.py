@@ -11,7 +11,8 @@ packages onnx and onnxruntime (see src/export.py for what the ONNX export change
 import argparse
 from typing import Optional, Sequence
 
-from src.cli import add_common_args, build_model, load_args_config, run, setup_context
+from src.factory import build_model
+from src.cli import add_common_args, load_args_config, run, setup_context
 from src.export import DEFAULT_TOLERANCE, FORMATS, check_format_device, export_model
 from src.inference import preprocess_from_config
 

@@ -12,7 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from src.cli import UsageError, add_common_args, build_model, load_args_config, run, setup_context
+from src.factory import build_model
+from src.cli import UsageError, add_common_args, load_args_config, run, setup_context
 from src.inference import (CellPredictor, MindIRPredictor, Preprocess, predict, preprocess_from_config,
                            preprocess_images, resolve_class_names, topk_probs)
 

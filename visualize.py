@@ -8,7 +8,8 @@ Writes ``<out>/<image>_block<i>.png`` per PP block and ``<out>/<image>_grid.png`
 """
 import argparse
 
-from src.cli import UsageError, add_common_args, build_model, load_args_config, run, setup_context
+from src.factory import build_model
+from src.cli import UsageError, add_common_args, load_args_config, run, setup_context
 from src.data import resolve_data_root
 from src.visualize import collect_images, demo_images, describe_weights, visualize_images
 

@@ -4,13 +4,10 @@ Three models with the same (random) weights run on the same random batch:
 
 - ``baseline``: the configured DeiT without PPT;
 - ``ppt``: the configured PPT model;
-- ``ppt_plain_slice``: the PPT model whose PP blocks, instead of scoring, sorting, matching and pooling,
-  keep their first ``N - r`` tokens with a plain slice. Token counts, and so the cost of every other
-  operation, are the same as in ``ppt``; the time difference is what the reduction itself costs.
-
-``ppt_plain_slice`` is a measurement tool only, made by temporarily replacing the ``prune_or_pool`` that
-``src.models.layers.Block`` calls (:func:`plain_slice_reduction`) while that model is compiled and called;
-the model code itself is unchanged. Its outputs are meaningless.
+- ``ppt_plain_slice``: the same model with the ``keep_first`` policy (``src.token_reduction``): its PP
+  blocks keep their first ``N - r`` tokens with a plain slice instead of scoring, sorting, matching and
+  pooling. Token counts, and so the cost of every other operation, are the same as in ``ppt``; the time
+  difference is what the reduction itself costs. Its outputs are meaningless.
 
 Timing: the first call of each model (which compiles the graph in graph mode) and the further warm-up
 calls are not timed; then the models are timed in interleaved rounds (baseline, ppt, ppt_plain_slice,
@@ -21,49 +18,24 @@ rounds of ``(ppt - ppt_plain_slice) / ppt``; and the same two from each model's 
 when other processes share the CPU. Random weights are enough: shapes are static and both
 reduction branches run for every image, so PPT's cost does not depend on the weights or the input.
 """
-import contextlib
-import functools
 import os
 import statistics
 import sys
-import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import Any, Dict, Optional, Sequence, TextIO
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, ops
+from mindspore import Tensor
 
 from .flops import count_macs
 from .models import VisionTransformer, create_model
-from .models import layers as _layers
+from .timing import timed_call
+from .token_reduction import PPTSetting
 
-__all__ = ["REDUCTION_METHOD", "plain_slice_reduction", "benchmark", "format_benchmark", "host_info"]
+__all__ = ["REDUCTION_METHOD", "benchmark", "format_benchmark", "host_info"]
 
-REDUCTION_METHOD = ("PPT model timed against the same model whose PP blocks keep their first N-r tokens with a "
-                    "plain slice instead of prune_or_pool (same token counts, no scoring/sorting/pooling)")
-VARIANTS = ("baseline", "ppt", "ppt_plain_slice")
-
-
-def _keep_first_tokens(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int,
-                       threshold: float, num_protected: int, source: Optional[Tensor] = None):
-    """Drop-in for ``prune_or_pool`` keeping the first ``N - r`` tokens; reports every image as pruned."""
-    n = x.shape[1] - r
-    svar = ops.zeros((x.shape[0],), ms.float32)
-    kept_source = None if source is None else source[:, :n]
-    return x[:, :n], size[:, :n], kept_source, svar > 0, svar
-
-
-@contextlib.contextmanager
-def plain_slice_reduction() -> Iterator[None]:
-    """Within this context, PP blocks built by ``src.models`` keep their first ``N - r`` tokens instead of
-    pruning or pooling (a measurement tool; see the module docstring). In graph mode a model compiled
-    inside the context keeps the slice; in PyNative mode every call must be made inside it."""
-    original = _layers.prune_or_pool
-    _layers.prune_or_pool = _keep_first_tokens
-    try:
-        yield
-    finally:
-        _layers.prune_or_pool = original
+REDUCTION_METHOD = ("PPT model timed against the same model with the keep_first policy, whose PP blocks keep "
+                    "their first N-r tokens with a plain slice (same token counts, no scoring/sorting/pooling)")
 
 
 def host_info() -> Dict[str, Any]:
@@ -91,15 +63,62 @@ def _copy_weights(src: VisionTransformer, dst: VisionTransformer) -> None:
         dst_params[name].set_data(Tensor(param.asnumpy()))
 
 
-def _timed(call: Callable[[], Tensor]) -> float:
-    t0 = time.perf_counter()
-    call().asnumpy()  # waits for the device
-    return time.perf_counter() - t0
+def _variants(model_kwargs: Dict[str, Any], policies: Sequence[str]) -> Dict[str, VisionTransformer]:
+    """The models to time, all with the PPT model's (random) weights, in evaluation mode."""
+    setting = PPTSetting.coerce(model_kwargs["ppt"])
+    settings = {"baseline": None, "ppt": setting, "ppt_plain_slice": setting.replace(policy="keep_first")}
+    settings.update({f"policy_{p}": setting.replace(policy=p) for p in policies})
+    models = {name: create_model(**dict(model_kwargs, ppt=s)) for name, s in settings.items()}
+    for name, model in models.items():
+        if name != "ppt":
+            _copy_weights(models["ppt"], model)
+        model.set_train(False)
+    return models
+
+
+def _time_batch(models: Dict[str, VisionTransformer], x: Tensor, warmup: int, runs: int,
+                log: Optional[TextIO]) -> Dict[str, Any]:
+    """Warm every model up, then time them in interleaved rounds (slow drift in machine load hits all)."""
+    bs = x.shape[0]
+    entry: Dict[str, Any] = {"batch_size": bs}
+    for name, model in models.items():
+        first = timed_call(model, x)[1]
+        for _ in range(warmup - 1):
+            timed_call(model, x)
+        entry[name] = {"first_call_seconds": first, "runs_seconds": []}
+        if log:
+            print(f"batch {bs}: {name} warmed up (first call {first:.2f} s)", file=log, flush=True)
+    for i in range(runs):
+        for name, model in models.items():
+            entry[name]["runs_seconds"].append(timed_call(model, x)[1])
+        if log:
+            times = ", ".join(f"{name} {entry[name]['runs_seconds'][-1]:.3f} s" for name in models)
+            print(f"batch {bs}: run {i + 1}/{runs}: {times}", file=log, flush=True)
+    return entry
+
+
+def _summarise(entry: Dict[str, Any]) -> None:
+    """Medians, images/s and speed-ups of every variant; the reduction's share of the PPT model's time."""
+    base = entry["baseline"]
+    for name, times in ((k, v) for k, v in entry.items() if isinstance(v, dict)):
+        times.update(median_seconds=statistics.median(times["runs_seconds"]), min_seconds=min(times["runs_seconds"]))
+        times.update(images_per_sec=entry["batch_size"] / times["median_seconds"])
+        if name != "baseline":
+            times["speedup"] = base["median_seconds"] / times["median_seconds"]
+    ppt_runs, slice_runs = entry["ppt"]["runs_seconds"], entry["ppt_plain_slice"]["runs_seconds"]
+    entry["speedup"] = entry["ppt"]["speedup"]
+    # The fastest runs are the least disturbed by other processes: a second estimate on a busy machine.
+    entry["speedup_best"] = base["min_seconds"] / entry["ppt"]["min_seconds"]
+    # Paired per round, so that slow drift in machine load cancels out.
+    entry["reduction_seconds"] = statistics.median(p - s for p, s in zip(ppt_runs, slice_runs))
+    entry["reduction_share"] = statistics.median((p - s) / p for p, s in zip(ppt_runs, slice_runs))
+    entry["reduction_share_best"] = 1.0 - min(slice_runs) / min(ppt_runs)
 
 
 def benchmark(model_kwargs: Dict[str, Any], batch_sizes: Sequence[int], *, warmup: int = 2, runs: int = 5,
-              seed: int = 0, log: Optional[TextIO] = sys.stderr) -> Dict[str, Any]:
-    """Time the baseline, the PPT model and the PPT model with plain-slice reduction.
+              seed: int = 0, policies: Sequence[str] = (), log: Optional[TextIO] = sys.stderr) -> Dict[str, Any]:
+    """Time the baseline, the PPT model, the PPT model with plain-slice reduction, and the PPT model with
+    each of ``policies`` (e.g. ``("prune", "pool")``, as ``policy_<name>``).
 
     Args:
         model_kwargs: ``create_model`` arguments (``src.config.model_kwargs(cfg)``) with PPT set.
@@ -107,15 +126,17 @@ def benchmark(model_kwargs: Dict[str, Any], batch_sizes: Sequence[int], *, warmu
         warmup: untimed calls per model and batch size, the first of which compiles (>= 1).
         runs: timed rounds (>= 1).
         seed: seeds the random weights and input.
+        policies: further token-reduction policies to time with the same setting.
         log: progress lines go here (None: silent).
 
     Returns:
         ``reduction_method``, ``weights`` (always random), ``host`` (:func:`host_info` at the start),
-        ``warmup``, ``runs``, ``macs`` (per image, per variant), ``macs_ratio`` (baseline / ppt) and
-        ``results``: one dict per batch size with ``batch_size``, per variant ``first_call_seconds``,
-        ``runs_seconds``, ``median_seconds``, ``min_seconds``, ``images_per_sec`` (from the median), and
-        ``speedup``, ``reduction_seconds``, ``reduction_share`` (from the medians), ``speedup_best``,
-        ``reduction_share_best`` (from the fastest runs, less disturbed by other processes).
+        ``warmup``, ``runs``, ``macs`` (per image: baseline, ppt and each policy), ``macs_ratio`` (baseline /
+        ppt) and ``results``: one dict per batch size with ``batch_size``, per variant ``first_call_seconds``,
+        ``runs_seconds``, ``median_seconds``, ``min_seconds``, ``images_per_sec`` (from the median) and
+        ``speedup`` (baseline / variant medians), and ``speedup``, ``reduction_seconds``, ``reduction_share``
+        (from the medians), ``speedup_best``, ``reduction_share_best`` (from the fastest runs, less disturbed
+        by other processes) of the PPT model.
     """
     if model_kwargs.get("ppt") is None:
         raise ValueError("benchmark: the config has ppt.enabled: false; enable PPT to compare it with the baseline")
@@ -126,65 +147,18 @@ def benchmark(model_kwargs: Dict[str, Any], batch_sizes: Sequence[int], *, warmu
                          f"warmup={warmup}, runs={runs}")
     host = host_info()
     ms.set_seed(seed)
-    models = {"ppt": create_model(**model_kwargs)}
-    models["baseline"] = create_model(**dict(model_kwargs, ppt=None))
-    models["ppt_plain_slice"] = create_model(**model_kwargs)
-    for name in ("baseline", "ppt_plain_slice"):
-        _copy_weights(models["ppt"], models[name])
-    for net in models.values():
-        net.set_train(False)
-    macs = {name: int(count_macs(models[name])["total"]) for name in ("baseline", "ppt")}
-    ref = models["ppt"]
-    rng = np.random.default_rng(seed)
-
-    def call(name: str, x: Tensor) -> Callable[[], Tensor]:
-        if name == "ppt_plain_slice":
-            def run_sliced() -> Tensor:
-                with plain_slice_reduction():
-                    return models[name](x)
-            return run_sliced
-        return functools.partial(models[name], x)
-
-    results: List[Dict[str, Any]] = []
+    models = _variants(model_kwargs, policies)
+    macs = {name: int(count_macs(m)["total"]) for name, m in models.items() if name != "ppt_plain_slice"}
+    ref, rng = models["ppt"], np.random.default_rng(seed)
+    results = []
     for bs in batch_sizes:
         x = Tensor(rng.standard_normal((bs, ref.in_chans, ref.img_size, ref.img_size), dtype=np.float32))
-        entry: Dict[str, Any] = {"batch_size": bs}
-        for name in VARIANTS:
-            first = _timed(call(name, x))
-            for _ in range(warmup - 1):
-                _timed(call(name, x))
-            entry[name] = {"first_call_seconds": first, "runs_seconds": []}
-            if log:
-                print(f"batch {bs}: {name} warmed up (first call {first:.2f} s)", file=log, flush=True)
-        for i in range(runs):
-            for name in VARIANTS:
-                entry[name]["runs_seconds"].append(_timed(call(name, x)))
-            if log:
-                times = ", ".join(f"{name} {entry[name]['runs_seconds'][-1]:.3f} s" for name in VARIANTS)
-                print(f"batch {bs}: run {i + 1}/{runs}: {times}", file=log, flush=True)
-        for name in VARIANTS:
-            median = statistics.median(entry[name]["runs_seconds"])
-            entry[name].update(median_seconds=median, min_seconds=min(entry[name]["runs_seconds"]),
-                               images_per_sec=bs / median)
-        ppt_runs, slice_runs = entry["ppt"]["runs_seconds"], entry["ppt_plain_slice"]["runs_seconds"]
-        entry["speedup"] = entry["baseline"]["median_seconds"] / entry["ppt"]["median_seconds"]
-        # The fastest runs are the least disturbed by other processes: a second estimate on a busy machine.
-        entry["speedup_best"] = entry["baseline"]["min_seconds"] / entry["ppt"]["min_seconds"]
-        # Paired per round, so that slow drift in machine load cancels out.
-        entry["reduction_seconds"] = statistics.median(p - s for p, s in zip(ppt_runs, slice_runs))
-        entry["reduction_share"] = statistics.median((p - s) / p for p, s in zip(ppt_runs, slice_runs))
-        entry["reduction_share_best"] = 1.0 - min(slice_runs) / min(ppt_runs)
+        entry = _time_batch(models, x, warmup, runs, log)
+        _summarise(entry)
         results.append(entry)
-    return {
-        "reduction_method": REDUCTION_METHOD,
-        "weights": "random initialisation (timing only)",
-        "host": host,
-        "warmup": warmup,
-        "runs": runs,
-        "macs": macs,
-        "macs_ratio": macs["baseline"] / macs["ppt"],
-        "results": results,
-    }
+    return {"reduction_method": REDUCTION_METHOD, "weights": "random initialisation (timing only)", "host": host,
+            "warmup": warmup, "runs": runs, "macs": macs, "macs_ratio": macs["baseline"] / macs["ppt"],
+            "results": results}
 
 
 def format_benchmark(report: Dict[str, Any]) -> str:
@@ -207,4 +181,9 @@ def format_benchmark(report: Dict[str, Any]) -> str:
             for e in report["results"]]
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header] + rows]
+    for e in report["results"]:
+        for name in (k for k in e if k.startswith("policy_")):
+            lines.append(f"batch {e['batch_size']}, policy {name[len('policy_'):]}: {e[name]['images_per_sec']:.1f} "
+                         f"img/s, {e[name]['speedup']:.2f}x the baseline, "
+                         f"{e['ppt']['median_seconds'] / e[name]['median_seconds']:.2f}x the PPT model")
     return "\n".join(lines)

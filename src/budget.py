@@ -1,7 +1,7 @@
 """Choose the PPT r schedule for a MACs budget, analytically (``src.flops``), optionally checked on data.
 
 Search space: one r per given PP layer, each clamped as the model clamps it (at most ``(N - 1) // 2`` of the
-``N`` tokens entering the block). Schedules whose MACs (:func:`src.flops.count_macs_arch`) exceed the target
+``N`` tokens entering the block). Schedules whose MACs (:func:`src.flops.count_macs_spec`) exceed the target
 are out. The criterion, a proxy for preserving accuracy:
 
 1. the smallest largest r: tokens leave gradually, no block removes many at once. This is the paper's (and
@@ -25,17 +25,32 @@ on a subset and the best top-1 wins (ties go to the analytic choice).
 """
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .config import model_kwargs
-from .flops import count_macs_arch
-from .models import model_defaults
-from .token_reduction import token_schedule
+from .config import configured_spec
+from .flops import count_macs_spec
+from .models import ViTSpec
+from .token_reduction import PPTSetting
 
-__all__ = ["Schedule", "model_arch", "parse_target", "schedule_for", "search_budget",
-           "ppt_yaml", "format_candidates"]
+__all__ = ["Schedule", "MacsModel", "parse_target", "schedule_for", "search_budget", "ppt_yaml",
+           "format_candidates", "choose_schedule"]
 
-_ARCH_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "distilled")
+
+@dataclass(frozen=True)
+class MacsModel:
+    """What the MACs of a schedule depend on: the architecture, the classes and the reduction policy."""
+    spec: ViTSpec
+    num_classes: int = 1000
+    policy: str = "ppt"
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "MacsModel":
+        return cls(configured_spec(cfg), cfg["model"]["num_classes"], cfg["ppt"]["policy"])
+
+    def macs(self, layers: Sequence[int] = (), r: Sequence[int] = ()) -> int:
+        """MACs per image with ``r[i]`` tokens removed at ``layers[i]`` (clamped as the model does)."""
+        setting = PPTSetting(r=tuple(r), layers=tuple(layers), threshold=0.0, policy=self.policy) if layers else None
+        return int(count_macs_spec(self.spec, self.num_classes, setting)["total"])
 
 
 @dataclass(frozen=True)
@@ -56,73 +71,59 @@ class Schedule:
         return sum(self.tokens)
 
 
-def model_arch(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """The keyword arguments of :func:`src.flops.count_macs_arch` describing the configured model (no PPT)."""
-    kwargs = model_kwargs(cfg)
-    arch = model_defaults(kwargs["name"])
-    arch.update({k: v for k, v in kwargs.items() if k in arch})
-    out = {k: arch[k] for k in _ARCH_KEYS}
-    out["num_classes"] = kwargs["num_classes"]
-    return out
-
-
 def parse_target(text: str, baseline_macs: int) -> int:
     """``"0.7"`` (a fraction of the baseline's MACs, in (0, 1]) or ``"3.0G"`` / ``"2950M"`` (absolute MACs
     per image) -> MACs."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([gGmM]?)\s*", str(text))
     if not match:
-        raise ValueError(f"--target: expected a fraction of the baseline's MACs such as 0.7, or MACs with a G or M "
+        raise ValueError(f"target: expected a fraction of the baseline's MACs such as 0.7, or MACs with a G or M "
                          f"suffix such as 3.0G, got '{text}'")
     value, unit = float(match.group(1)), match.group(2).upper()
     if unit:
         macs = value * (1e9 if unit == "G" else 1e6)
         if macs <= 0:
-            raise ValueError(f"--target: expected positive MACs, got '{text}'")
+            raise ValueError(f"target: expected positive MACs, got '{text}'")
         return int(macs)
     if not 0 < value <= 1:
-        raise ValueError(f"--target: a number without a unit is a fraction of the baseline's MACs and must be in "
+        raise ValueError(f"target: a number without a unit is a fraction of the baseline's MACs and must be in "
                          f"(0, 1], got '{text}'; write absolute MACs with a G or M suffix (e.g. 3.0G)")
     return int(value * baseline_macs)
 
 
-def _num_tokens(arch: Dict[str, Any]) -> int:
-    return (arch["img_size"] // arch["patch_size"]) ** 2 + (2 if arch["distilled"] else 1)
-
-
-def schedule_for(arch: Dict[str, Any], layers: Sequence[int], r: Sequence[int], kind: str = "analytic") -> Schedule:
+def schedule_for(model: MacsModel, layers: Sequence[int], r: Sequence[int], kind: str = "analytic") -> Schedule:
     """The (clamped) schedule of ``r`` at ``layers`` with its exact MACs."""
     r = list(r)
-    tokens, clamped = token_schedule(_num_tokens(arch), arch["depth"], list(layers), list(r))
-    # token_schedule returns the clamped r in block order; give them back in the order of `layers`
-    by_block = dict(zip(sorted(layers), clamped))
+    setting = PPTSetting(r=tuple(r), layers=tuple(layers), threshold=0.0, policy=model.policy)
+    tokens, clamped = setting.schedule(model.spec.num_tokens, model.spec.depth)
+    # the setting sorts its layers; give the clamped r back in the order of `layers`
+    by_block = dict(zip(setting.layers, clamped))
     r_eff = tuple(by_block[i] for i in layers)
-    macs = count_macs_arch(**arch, layers=list(layers), r=list(r_eff))["total"]
     constant = r[0] if r and len(set(r)) == 1 else None
-    return Schedule(tuple(layers), r_eff, int(macs), tokens, kind, constant)
+    return Schedule(tuple(layers), r_eff, model.macs(layers, r_eff), tokens, kind, constant)
 
 
-def _constant_schedules(arch: Dict[str, Any], layers: Sequence[int]) -> List[Schedule]:
+def _constant_schedules(model: MacsModel, layers: Sequence[int]) -> List[Schedule]:
     """Constant r = 0, 1, ... until every block is clamped (larger r change nothing)."""
     out = []
-    for r in range(_num_tokens(arch) + 1):
-        sched = schedule_for(arch, layers, [r] * len(layers))
+    for r in range(model.spec.num_tokens + 1):
+        sched = schedule_for(model, layers, [r] * len(layers))
         out.append(sched)
         if all(v < r for v in sched.r):
             break
     return out
 
 
-def _ramp(arch: Dict[str, Any], layers: Sequence[int], target: int, weights: Sequence[float],
+def _ramp(model: MacsModel, layers: Sequence[int], target: int, weights: Sequence[float],
           kind: str) -> Optional[Schedule]:
     """The smallest scale s for which r_i = round(s * weights_i) meets the target (None if none does)."""
-    for s in range(1, 2 * _num_tokens(arch) + 1):
-        sched = schedule_for(arch, layers, [int(round(s * w)) for w in weights], kind)
+    for s in range(1, 2 * model.spec.num_tokens + 1):
+        sched = schedule_for(model, layers, [int(round(s * w)) for w in weights], kind)
         if sched.macs <= target:
             return sched
     return None
 
 
-def search_budget(arch: Dict[str, Any], layers: Sequence[int], target: int) -> List[Schedule]:
+def search_budget(model: MacsModel, layers: Sequence[int], target: int) -> List[Schedule]:
     """Schedules at ``layers`` meeting ``target`` MACs: the analytic choice first (see the module docstring),
     then the decreasing and increasing ramps meeting the target, where they differ from it.
 
@@ -135,7 +136,7 @@ def search_budget(arch: Dict[str, Any], layers: Sequence[int], target: int) -> L
         raise ValueError(f"budget: PP layers must be block indices, got {layers!r}")
     if sorted(layers) != layers:
         raise ValueError(f"budget: PP layers must be given in ascending order, got {layers}")
-    constant = _constant_schedules(arch, layers)  # also validates the layers against the depth
+    constant = _constant_schedules(model, layers)  # also validates the layers against the depth
     lowest = min(constant, key=lambda s: s.macs)
     if target < lowest.macs:
         base = constant[0].macs
@@ -143,27 +144,27 @@ def search_budget(arch: Dict[str, Any], layers: Sequence[int], target: int) -> L
                          f"the minimum reachable with PP layers {layers}: {lowest.macs / 1e9:.4g} GMACs "
                          f"({lowest.macs / base:.3f}), r clamped to {list(lowest.r)}; add PP layers or use earlier ones")
     start = next(s for s in constant if s.macs <= target)
-    best = _give_back(arch, layers, target, start)
+    best = _give_back(model, layers, target, start)
     if not any(best.r):
         return [best]  # the target allows the whole baseline: nothing to compare
     n = len(layers)
     out = [best]
     for weights, kind in (([(n - i) / n for i in range(n)], "decreasing"), ([(i + 1) / n for i in range(n)],
                                                                            "increasing")):
-        ramp = _ramp(arch, layers, target, weights, kind)
+        ramp = _ramp(model, layers, target, weights, kind)
         if ramp is not None and all(ramp.r != s.r for s in out):
             out.append(ramp)
     return out
 
 
-def _give_back(arch: Dict[str, Any], layers: Sequence[int], target: int, start: Schedule) -> Schedule:
+def _give_back(model: MacsModel, layers: Sequence[int], target: int, start: Schedule) -> Schedule:
     """Starting from ``start`` (meeting the target), lower r at each PP layer in turn, first layer first, as
     far as the target still holds. One pass suffices: the slack only shrinks, so a layer that could not be
     lowered earlier cannot be lowered later either."""
     best = start
     for i in range(len(layers)):
         while best.r[i] > 0:
-            trial = schedule_for(arch, layers, best.r[:i] + (best.r[i] - 1,) + best.r[i + 1:])
+            trial = schedule_for(model, layers, best.r[:i] + (best.r[i] - 1,) + best.r[i + 1:])
             if trial.macs > target:
                 break
             best = trial
@@ -195,4 +196,49 @@ def format_candidates(candidates: Sequence[Schedule], baseline_macs: int,
     widths = [max(len(line[i]) for line in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _evaluate_candidates(cfg: Dict[str, Any], candidates: Sequence[Schedule], threshold: float, data: str,
+                         ckpt_file: str, **eval_kwargs: Any) -> Tuple[List[float], int]:
+    """Top-1 of every candidate on (a subset of) ``data``, and the number of images evaluated."""
+    from .factory import build_model  # the model zoo and data pipeline only when evaluating
+    from .sweep import evaluate_on
+
+    top1, images = [], 0
+    for sched in candidates:
+        run_cfg = {**cfg, "ppt": {**cfg["ppt"], "enabled": True, "r": list(sched.r), "layers": list(sched.layers),
+                                  "threshold": threshold}}
+        result = evaluate_on(build_model(run_cfg, ckpt_file), cfg, data, desc=f"{sched.kind} r={list(sched.r)}",
+                             **eval_kwargs)
+        top1.append(result["top1"])
+        images = result["num_images"]
+    return top1, images
+
+
+def choose_schedule(cfg: Dict[str, Any], target: str, layers: Sequence[int], threshold: float, *,
+                    data: Optional[str] = None, ckpt_file: Optional[str] = None, split: str = "val",
+                    max_images: int = 512, batch_size: Optional[int] = None) -> str:
+    """What ``budget.py`` prints: the candidates meeting ``target`` (see :func:`parse_target`) at ``layers``,
+    evaluated on ``data`` with ``ckpt_file`` when given (the best top-1 wins), and the chosen ``ppt:`` block."""
+    model = MacsModel.from_config(cfg)
+    baseline = model.macs()
+    goal = parse_target(target, baseline)
+    layers = sorted(layers)
+    candidates = search_budget(model, layers, goal)
+    lines = [f"{cfg['model']['name']}: baseline {baseline / 1e9:.4f} GMACs per image; target {goal / 1e9:.4f} "
+             f"GMACs ({goal / baseline:.4f} of the baseline); PP layers {layers}"]
+    chosen, top1 = candidates[0], None
+    if data is not None and len(candidates) > 1:
+        top1, images = _evaluate_candidates(cfg, candidates, threshold, data, ckpt_file, split=split,
+                                            batch_size=batch_size, max_images=max_images)
+        chosen = candidates[top1.index(max(top1))]  # the first, i.e. the analytic one, among equals
+        lines.append(f"top-1 on {images} images of {data}/{split}:")
+    lines.append(format_candidates(candidates, baseline, top1))
+    if chosen.r and not any(chosen.r):
+        lines.append("the target is at or above the baseline's MACs: no token reduction needed")
+    ratio = chosen.macs / baseline
+    lines += [f"\nchosen: {chosen.kind}, {chosen.macs / 1e9:.4f} GMACs per image, {ratio:.4f} of the baseline\n",
+              f"# {chosen.macs / 1e9:.4f} GMACs per image ({ratio:.4f} of the baseline), from budget.py --target "
+              f"{target}", ppt_yaml(chosen, threshold, cfg["ppt"]["prop_attn"])]
     return "\n".join(lines)

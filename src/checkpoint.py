@@ -26,7 +26,7 @@ from mindspore import nn
 from safetensors import SafetensorError, deserialize, safe_open
 
 from .fileio import atomic_path
-from .models import create_model, list_models, model_defaults
+from .models import create_model, list_models, model_spec
 
 __all__ = [
     "CheckpointMismatchError", "UnsafePickleError", "read_state_dict", "load_state_dict", "load_weights",
@@ -407,12 +407,12 @@ def infer_model_args(state: Dict[str, np.ndarray], source: str = "state dict") -
     depth = max(block_ids) + 1
     arch = {"img_size": grid * patch_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
             "mlp_ratio": fc1.shape[0] / embed_dim}
-    candidates = [name for name in list_models() if model_defaults(name)["distilled"] == distilled
-                  and model_defaults(name)["embed_dim"] == embed_dim]
+    candidates = [name for name in list_models() if model_spec(name).distilled == distilled
+                  and model_spec(name).embed_dim == embed_dim]
     if not candidates:
         raise ValueError(f"{source}: cannot infer num_heads: embed_dim {embed_dim} (distilled={distilled}) matches "
                          "no registered model; pass --model NAME with --embed_dim/--num_heads/... overrides")
-    overrides = {name: {k: v for k, v in arch.items() if model_defaults(name)[k] != v} for name in candidates}
+    overrides = {name: {k: v for k, v in arch.items() if getattr(model_spec(name), k) != v} for name in candidates}
     best = min(candidates, key=lambda name: len(overrides[name]))
     return best, head.shape[0], overrides[best]
 

@@ -1,5 +1,5 @@
-"""What every top-level script shares: the model-zoo flags, the MindSpore context, building the model from a
-config and a checkpoint, and turning expected errors into one line on stderr instead of a traceback."""
+"""What every top-level script shares: the model-zoo flags, the MindSpore context, the JSON report, and turning
+expected errors into one line on stderr instead of a traceback."""
 import argparse
 import os
 import sys
@@ -8,10 +8,8 @@ from typing import Any, Callable, Dict, Optional
 
 import mindspore as ms
 
-from .checkpoint import load_weights
-from .config import load_config, model_kwargs
+from .config import load_config
 from .fileio import write_json_atomic
-from .models import VisionTransformer, create_model
 
 DEVICES = ("Ascend", "GPU", "CPU")
 
@@ -48,21 +46,6 @@ def setup_context(device_target: str, mode: str = "graph") -> None:
 
 def load_args_config(args: argparse.Namespace) -> Dict[str, Any]:
     return load_config(args.config_path, args.overrides)
-
-
-def build_model(cfg: Dict[str, Any], ckpt_file: Optional[str] = None, with_ppt: bool = True,
-                drop_head: bool = False) -> VisionTransformer:
-    """The configured model (PPT as configured, or none with ``with_ppt=False``) with ``ckpt_file`` loaded
-    strictly. Without a checkpoint the weights are random: callers that need trained weights must require one."""
-    kwargs = model_kwargs(cfg)
-    if not with_ppt:
-        kwargs["ppt"] = None
-    model = create_model(**kwargs)
-    if ckpt_file is not None:
-        if not Path(ckpt_file).is_file():
-            raise UsageError(f"--ckpt_file {ckpt_file}: no such file")
-        load_weights(model, ckpt_file, drop_head=drop_head)
-    return model
 
 
 def write_report(args: argparse.Namespace, report: Dict[str, Any], text: str, kind: str) -> None:

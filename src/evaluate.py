@@ -22,8 +22,11 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor
 
+from .factory import build_model, dataset_from_config
 from .flops import count_macs
 from .models import PPTStats, VisionTransformer
+from .timing import timed_call
+from .token_reduction import get_policy
 
 __all__ = ["evaluate", "format_comparison", "unwrap_pipeline_error"]
 
@@ -103,6 +106,70 @@ def _batch_metrics(logits: np.ndarray, label: np.ndarray, k: int):
     return hits[:, 0], hits.any(axis=1), loss
 
 
+class _Totals:
+    """Running sums of one evaluation, over the valid rows only."""
+
+    def __init__(self, num_classes: int, num_layers: int):
+        self.num_classes, self.k = num_classes, min(5, num_classes)
+        self.top1 = self.top5 = self.images = self.rows = self.batches = 0
+        self.loss = 0.0
+        self.pooled = np.zeros(num_layers, np.int64)
+        self.svar = np.zeros(num_layers, np.float64)
+        self.first_batch = self.forward = 0.0
+        self.first_rows = 0
+
+    def add(self, outputs: Tuple[np.ndarray, ...], label: np.ndarray, valid: np.ndarray, seconds: float,
+            desc: str) -> None:
+        logits, pooled, svar = outputs
+        if self.batches == 0:
+            self.first_batch, self.first_rows = seconds, len(label)
+        else:
+            self.forward += seconds
+        self.batches += 1
+        self.rows += len(label)
+        keep = valid.astype(bool)
+        label = label[keep].astype(np.int64)
+        outside = label[(label < 0) | (label >= self.num_classes)]
+        if outside.size:
+            raise ValueError(f"{desc}: label {int(outside[0])} is outside the model's {self.num_classes} classes")
+        hit1, hit5, loss = _batch_metrics(logits[keep], label, self.k)
+        self.top1, self.top5 = self.top1 + int(hit1.sum()), self.top5 + int(hit5.sum())
+        self.loss += float(loss.sum())
+        self.images += int(keep.sum())
+        self.pooled += pooled[keep].sum(axis=0)
+        self.svar += svar[keep].astype(np.float64).sum(axis=0)
+
+    def timing(self, seconds: float) -> Dict[str, float]:
+        forward, timed_rows = self.forward, self.rows - self.first_rows
+        if self.batches == 1:  # the first (compiling) batch is all there is to time
+            forward, timed_rows = self.first_batch, self.rows
+        return {"seconds": seconds, "images_per_sec": self.images / seconds, "first_batch_seconds": self.first_batch,
+                "forward_seconds": forward, "forward_images_per_sec": timed_rows / forward if forward > 0 else 0.0}
+
+
+def _run(stats: PPTStats, dataset: Any, totals: _Totals, bar: Optional[_Progress], desc: str) -> float:
+    """Every batch of ``dataset`` through ``stats`` into ``totals``; returns the seconds it took."""
+    start = time.perf_counter()
+    try:
+        for batch in _batches(dataset):
+            if len(batch) != 3:
+                raise ValueError(f"{desc}: expected eval batches (image, label, valid), got {len(batch)} "
+                                 f"columns; build the pipeline with create_dataset(..., training=False)")
+            image, label, valid = batch
+            outputs, seconds = timed_call(stats, Tensor(image, ms.float32))
+            totals.add(outputs, label, valid, seconds, desc)
+            if bar:
+                bar.update(totals.batches, totals.images, time.perf_counter() - start)
+    except BaseException:
+        if bar:
+            bar.close()
+        raise
+    seconds = time.perf_counter() - start
+    if bar:
+        bar.update(totals.batches, totals.images, seconds, final=True)
+    return seconds
+
+
 def evaluate(model: Union[VisionTransformer, PPTStats], dataset: Any, *, progress: bool = True,
              desc: str = "eval") -> Dict[str, Any]:
     """Evaluate ``model`` on an eval pipeline of ``(image, label, valid)`` batches.
@@ -123,7 +190,8 @@ def evaluate(model: Union[VisionTransformer, PPTStats], dataset: Any, *, progres
         ``first_batch_seconds``, ``forward_seconds``, ``forward_images_per_sec`` (see the module docstring),
         ``macs`` (per image, ``count_macs(model)["total"]``), ``ppt_layers`` (PP block indices),
         ``pooled_fraction`` / ``pruned_fraction`` (per PP block, the share of images pooled / pruned there)
-        and ``svar_mean`` (per PP block, the mean score variance that decided it).
+        and ``svar_mean`` (per PP block, the mean score variance that decided it; None for a policy that
+        computes none, such as ``pool``).
 
     Raises:
         ValueError: the batches do not have the eval columns, a label is outside the model's classes, no
@@ -132,81 +200,24 @@ def evaluate(model: Union[VisionTransformer, PPTStats], dataset: Any, *, progres
     """
     stats = model if isinstance(model, PPTStats) else PPTStats(model)
     net = stats.model
-    num_classes, num_layers = net.num_classes, len(net.ppt_layers)
-    k = min(5, num_classes)
-    total_batches = dataset.get_dataset_size()
-    bar = _Progress(desc, total_batches) if progress else None
-
-    top1 = top5 = images = rows = batches = 0
-    loss_sum = 0.0
-    pooled_count = np.zeros(num_layers, np.int64)
-    svar_sum = np.zeros(num_layers, np.float64)
-    first_batch = forward = 0.0
-    first_rows = 0
+    totals = _Totals(net.num_classes, len(net.ppt_layers))
+    bar = _Progress(desc, dataset.get_dataset_size()) if progress else None
     was_training = net.training
     net.set_train(False)
-    start = time.perf_counter()
     try:
-        for batch in _batches(dataset):
-            if len(batch) != 3:
-                raise ValueError(f"{desc}: expected eval batches (image, label, valid), got {len(batch)} "
-                                 f"columns; build the pipeline with create_dataset(..., training=False)")
-            image, label, valid = batch
-            t0 = time.perf_counter()
-            logits, pooled, svar = (out.asnumpy() for out in stats(Tensor(image, ms.float32)))
-            spent = time.perf_counter() - t0
-            if batches == 0:
-                first_batch, first_rows = spent, len(label)
-            else:
-                forward += spent
-            batches += 1
-            rows += len(label)
-
-            keep = valid.astype(bool)
-            label = label[keep].astype(np.int64)
-            outside = label[(label < 0) | (label >= num_classes)]
-            if outside.size:
-                raise ValueError(f"{desc}: label {int(outside[0])} is outside the model's {num_classes} classes")
-            hit1, hit5, loss = _batch_metrics(logits[keep], label, k)
-            top1 += int(hit1.sum())
-            top5 += int(hit5.sum())
-            loss_sum += float(loss.sum())
-            images += int(keep.sum())
-            pooled_count += pooled[keep].sum(axis=0)
-            svar_sum += svar[keep].astype(np.float64).sum(axis=0)
-            if bar:
-                bar.update(batches, images, time.perf_counter() - start)
-    except BaseException:
-        if bar:
-            bar.close()
-        raise
+        seconds = _run(stats, dataset, totals, bar, desc)
     finally:
         net.set_train(was_training)
-    seconds = time.perf_counter() - start
-    if bar:
-        bar.update(batches, images, seconds, final=True)
+    images = totals.images
     if images == 0:
-        raise ValueError(f"{desc}: no valid image in {rows} rows (all padding or unreadable files)")
-
-    if batches == 1:
-        forward, timed_rows = first_batch, rows
-    else:
-        timed_rows = rows - first_rows
+        raise ValueError(f"{desc}: no valid image in {totals.rows} rows (all padding or unreadable files)")
+    reports_variance = net.ppt is not None and get_policy(net.ppt.policy).reports_variance
     return {
-        "top1": 100.0 * top1 / images,
-        "top5": 100.0 * top5 / images,
-        "loss": loss_sum / images,
-        "num_images": images,
-        "seconds": seconds,
-        "images_per_sec": images / seconds,
-        "first_batch_seconds": first_batch,
-        "forward_seconds": forward,
-        "forward_images_per_sec": timed_rows / forward if forward > 0 else 0.0,
-        "macs": int(count_macs(net)["total"]),
-        "ppt_layers": list(net.ppt_layers),
-        "pooled_fraction": (pooled_count / images).tolist(),
-        "pruned_fraction": (1.0 - pooled_count / images).tolist(),
-        "svar_mean": (svar_sum / images).tolist(),
+        "top1": 100.0 * totals.top1 / images, "top5": 100.0 * totals.top5 / images, "loss": totals.loss / images,
+        "num_images": images, **totals.timing(seconds), "macs": int(count_macs(net)["total"]),
+        "ppt_layers": list(net.ppt_layers), "pooled_fraction": (totals.pooled / images).tolist(),
+        "pruned_fraction": (1.0 - totals.pooled / images).tolist(),
+        "svar_mean": (totals.svar / images).tolist() if reports_variance else None,
     }
 
 
@@ -263,20 +274,12 @@ def evaluate_checkpoint(cfg: Dict[str, Any], ckpt_file: str, *, split: str = "va
         "reason"}``), ``ignored_files`` (non-image files), ``results`` (name -> :func:`evaluate` dict; the
         name is ``"PPT"``, or ``"baseline"`` for a config with ``ppt.enabled: false``).
     """
-    # Imported here: src.cli and src.data load the data pipeline, which plain users of evaluate() do not need.
-    from .cli import UsageError, build_model
-    from .data import create_dataset, resolve_data_root
-
     enabled = cfg["ppt"]["enabled"]
     if compare_baseline and not enabled:
-        raise UsageError("--compare-baseline: the config has ppt.enabled: false, so the model already is the "
-                         "baseline; enable PPT to compare")
+        raise ValueError("comparing with the baseline: the config has ppt.enabled: false, so the model already "
+                         "is the baseline; enable PPT to compare")
     model = build_model(cfg, ckpt_file)
-    data = cfg["data"]
-    dataset, info = create_dataset(
-        resolve_data_root(data["path"]), split, model.img_size, data["batch_size"], crop_pct=data["crop_pct"],
-        interpolation=data["interpolation"], mean=data["mean"], std=data["std"],
-        num_workers=data["num_workers"], strict=strict, num_classes=model.num_classes)
+    dataset, info = dataset_from_config(cfg, split, strict=strict)
     models = {"PPT" if enabled else "baseline": model}
     if compare_baseline:
         models = {"baseline": build_model(cfg, ckpt_file, with_ppt=False), **models}
@@ -309,9 +312,11 @@ def format_report(report: Dict[str, Any]) -> str:
         lines.append(f"[{name}] top-1 {r['top1']:.2f} %  top-5 {r['top5']:.2f} %  loss {r['loss']:.4f}  "
                      f"GMACs/image {r['macs'] / 1e9:.4g}  images/s {r['forward_images_per_sec']:.1f} (model), "
                      f"{r['images_per_sec']:.1f} (end to end, {r['seconds']:.1f} s)")
-        for layer, pooled, svar in zip(r["ppt_layers"], r["pooled_fraction"], r["svar_mean"]):
+        svars = r["svar_mean"] or [None] * len(r["ppt_layers"])
+        for layer, pooled, svar in zip(r["ppt_layers"], r["pooled_fraction"], svars):
+            variance = "" if svar is None else f" (mean score variance {svar:.3g})"
             lines.append(f"  PP block {layer}: {100 * pooled:.1f} % of images pooled, {100 * (1 - pooled):.1f} % "
-                         f"pruned (mean score variance {svar:.3g})")
+                         f"pruned{variance}")
     if len(report["results"]) > 1:
         lines += ["", format_comparison(report["results"])]
     return "\n".join(lines)

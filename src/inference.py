@@ -21,9 +21,9 @@ from mindspore import Tensor, nn
 from .data import load_rgb, resolve_data_root, scan_image_folder
 from .data.transforms import eval_transforms
 from .export import read_mindir_meta
-from .models import model_defaults
+from .config import configured_spec
 
-__all__ = ["IMAGENET_CLASSES_FILE", "Preprocess", "config_img_size", "preprocess_from_config", "preprocess_images",
+__all__ = ["IMAGENET_CLASSES_FILE", "Preprocess", "preprocess_from_config", "preprocess_images",
            "load_class_names", "resolve_class_names", "CellPredictor", "MindIRPredictor", "predict",
            "topk_probs"]
 
@@ -56,14 +56,9 @@ class Preprocess:
                    info.get("data_path"))
 
 
-def config_img_size(cfg: Mapping[str, Any]) -> int:
-    """The model's input resolution under ``cfg`` (the config's override or the registered model's)."""
-    return cfg["model"]["img_size"] or model_defaults(cfg["model"]["name"])["img_size"]
-
-
 def preprocess_from_config(cfg: Mapping[str, Any]) -> Preprocess:
     data = cfg["data"]
-    return Preprocess(config_img_size(cfg), data["crop_pct"], data["interpolation"], tuple(data["mean"]),
+    return Preprocess(configured_spec(cfg).img_size, data["crop_pct"], data["interpolation"], tuple(data["mean"]),
                       tuple(data["std"]), data["path"])
 
 

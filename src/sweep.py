@@ -14,19 +14,14 @@ sets and thresholds, with the same weights:
 
 It writes ``<out_prefix>.csv`` and ``<out_prefix>.json`` (the rows and the run's parameters) and
 ``<out_prefix>.png``: top-1 vs GMACs and images/s vs GMACs, one line per (layers, threshold), the baseline
-marked with a star. Every file is written atomically.
-
-Command line: :func:`add_sweep_args` adds the ``--sweep*`` flags to a script's parser and
-:func:`sweep_from_args` runs the sweep they describe (``python -m src.sweep`` does both).
+marked with a star. Every file is written atomically. Command line: ``benchmark.py --sweep``.
 """
-import argparse
 import copy
 import csv
 import io
 import itertools
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -34,14 +29,15 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor
 
-from .budget import model_arch
+from .budget import MacsModel
 from .fileio import write_bytes_atomic, write_json_atomic
+from .timing import time_calls
 from .flops import count_macs
 from .models import VisionTransformer
-from .token_reduction import token_schedule
+from .factory import build_model, dataset_from_config
+from .token_reduction import PPTSetting
 
-__all__ = ["CSV_COLUMNS", "run_sweep", "measure_throughput", "evaluate_on", "format_sweep", "plot_sweep",
-           "add_sweep_args", "sweep_from_args"]
+__all__ = ["CSV_COLUMNS", "run_sweep", "measure_throughput", "evaluate_on", "format_sweep", "plot_sweep"]
 
 CSV_COLUMNS = ("name", "ppt", "r", "layers", "threshold", "tokens", "macs", "gmacs", "macs_ratio",
                "images_per_sec", "speedup", "top1", "top5", "loss", "num_images", "pooled_fraction")
@@ -50,19 +46,11 @@ CSV_COLUMNS = ("name", "ppt", "r", "layers", "threshold", "tokens", "macs", "gma
 def measure_throughput(model: VisionTransformer, batch_size: int, runs: int, seed: int = 0) -> float:
     """Images per second of ``model(x)`` on a fixed random batch: median of ``runs`` timed calls after one
     untimed warm-up call (which compiles in graph mode)."""
-    if runs < 1:
-        raise ValueError(f"measure_throughput: runs must be >= 1, got {runs}")
     x = np.random.default_rng(seed).standard_normal((batch_size, model.in_chans, model.img_size, model.img_size))
-    x = Tensor(x.astype(np.float32))
     was_training = model.training
     model.set_train(False)
     try:
-        model(x).asnumpy()
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model(x).asnumpy()  # the copy to the host waits for the device
-            times.append(time.perf_counter() - t0)
+        times = time_calls(model, Tensor(x.astype(np.float32)), warmup=1, runs=runs)
     finally:
         model.set_train(was_training)
     return batch_size / statistics.median(times)
@@ -74,19 +62,15 @@ def evaluate_on(model: VisionTransformer, cfg: Dict[str, Any], data: str, *, spl
     """:func:`src.evaluate.evaluate` of ``model`` on ``<data>/<split>`` (``data`` may be ``"demo"``),
     preprocessed as ``cfg["data"]`` says; with ``max_images``, on a seeded random subset of about that many
     images (whole batches), the same for every call with the same arguments."""
-    from .data import create_dataset, resolve_data_root  # the data pipeline only when a dataset is used
     from .evaluate import evaluate
 
-    data_cfg = cfg["data"]
-    batch_size = batch_size or data_cfg["batch_size"]
+    batch_size = batch_size or cfg["data"]["batch_size"]
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
-    # A subset must not be the first classes of a class-sorted folder: shuffle, with the config's seed. Each
-    # call builds a new pipeline, whose first epoch is the same permutation, so every call sees the same images.
-    dataset, _ = create_dataset(resolve_data_root(data), split, model.img_size, batch_size,
-                                crop_pct=data_cfg["crop_pct"], interpolation=data_cfg["interpolation"],
-                                mean=data_cfg["mean"], std=data_cfg["std"], num_workers=data_cfg["num_workers"],
-                                shuffle=max_images is not None, seed=cfg["seed"], num_classes=model.num_classes)
+    # A subset must not be the first classes of a class-sorted folder: shuffle, with the config's seed, so
+    # every call sees the same images.
+    dataset, _ = dataset_from_config(cfg, split, data_path=data, batch_size=batch_size,
+                                     shuffle=max_images is not None, seed=cfg["seed"])
     if max_images is not None:
         dataset = dataset.take(math.ceil(max_images / batch_size))
     return evaluate(model, dataset, progress=progress, desc=desc)
@@ -118,10 +102,9 @@ def _check_settings(cfg: Dict[str, Any], r_values: Sequence[int], layer_sets: Op
     for t in thresholds:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
             raise ValueError(f"sweep: thresholds must be numbers >= 0, got {t!r}")
-    arch = model_arch(cfg)
-    num_tokens = (arch["img_size"] // arch["patch_size"]) ** 2 + (2 if arch["distilled"] else 1)
+    spec = MacsModel.from_config(cfg).spec
     for layers in layer_sets:  # fail before any model is built or timed
-        token_schedule(num_tokens, arch["depth"], list(layers), 0)
+        PPTSetting(r=0, layers=tuple(layers), threshold=0.0).schedule(spec.num_tokens, spec.depth)
     return [list(layers) for layers in layer_sets], [float(t) for t in thresholds]
 
 
@@ -157,8 +140,6 @@ def run_sweep(cfg: Dict[str, Any], ckpt_file: Optional[str], r_values: Sequence[
         One dict per setting, the baseline first, with the keys of :data:`CSV_COLUMNS` (``top1``, ``top5``,
         ``loss``, ``num_images``, ``pooled_fraction`` are None without ``data``).
     """
-    from .cli import build_model  # late: src.cli pulls in the whole model zoo plumbing
-
     layer_sets, thresholds = _check_settings(cfg, r_values, layer_sets, thresholds)
     if data is not None and ckpt_file is None:
         raise ValueError("sweep: measuring top-1 on a dataset needs trained weights: give a checkpoint "
@@ -277,81 +258,3 @@ def plot_sweep(rows: Sequence[Dict[str, Any]], path: str, title: str = "") -> No
     fig.savefig(buffer, format="png")
     plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue(), make_parents=True)
-
-
-def _layer_set(text: str) -> List[int]:
-    try:
-        layers = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated block indices such as 3,6,9, got '{text}'")
-    if not layers:
-        raise argparse.ArgumentTypeError(f"expected comma-separated block indices such as 3,6,9, got '{text}'")
-    return layers
-
-
-def add_sweep_args(parser: argparse.ArgumentParser) -> None:
-    """Add ``--sweep R [R ...]`` (runs the sweep) and its ``--sweep-*`` options to ``parser``.
-
-    The weights come from the script's ``--ckpt_file`` when it has one (needed for ``--sweep-data``)."""
-    group = parser.add_argument_group("sweep (accuracy / MACs / throughput trade-off)")
-    group.add_argument("--sweep", type=int, nargs="+", metavar="R",
-                       help="sweep these r values (plus the baseline) and write CSV, JSON and PNG")
-    group.add_argument("--sweep-layers", "--sweep_layers", dest="sweep_layers", type=_layer_set, nargs="+",
-                       metavar="L,L,...", help="PP layer sets to try, e.g. 3,6,9 2,5,8 (default: ppt.layers)")
-    group.add_argument("--sweep-thresholds", "--sweep_thresholds", dest="sweep_thresholds", type=float, nargs="+",
-                       metavar="T", help="score-variance thresholds to try (default: ppt.threshold)")
-    group.add_argument("--sweep-data", "--sweep_data", dest="sweep_data", metavar="PATH|demo",
-                       help="also measure top-1 on this dataset (needs --ckpt_file); default: no accuracy")
-    group.add_argument("--sweep-split", "--sweep_split", dest="sweep_split", default="val",
-                       help="split folder of --sweep-data (default: val)")
-    group.add_argument("--sweep-max-images", "--sweep_max_images", dest="sweep_max_images", type=int, metavar="N",
-                       help="evaluate on a fixed random subset of about N images (whole batches)")
-    group.add_argument("--sweep-batch-size", "--sweep_batch_size", dest="sweep_batch_size", type=int, metavar="B",
-                       help="timing and evaluation batch (default: data.batch_size)")
-    group.add_argument("--sweep-runs", "--sweep_runs", dest="sweep_runs", type=int, default=5,
-                       help="timed calls per setting, the median counts (default: 5)")
-    group.add_argument("--sweep-out", "--sweep_out", dest="sweep_out", metavar="PREFIX",
-                       help="output prefix (default: outputs/sweep_<config name>)")
-
-
-def sweep_from_args(args: argparse.Namespace) -> List[Dict[str, Any]]:
-    """Run the sweep described by :func:`add_sweep_args`' flags (plus ``src.cli.add_common_args``' config,
-    device and overrides) in graph mode; print the table and where the files went."""
-    from .cli import UsageError, load_args_config, setup_context
-
-    if args.mode != "graph":
-        raise UsageError("--sweep times the graph-mode model: drop --mode pynative")
-    for flag, value in (("--sweep-max-images", args.sweep_max_images), ("--sweep-batch-size", args.sweep_batch_size),
-                        ("--sweep-runs", args.sweep_runs)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag}: expected an int >= 1, got {value}")
-    setup_context(args.device_target, "graph")
-    cfg = load_args_config(args)
-    out_prefix = args.sweep_out or str(Path("outputs") / f"sweep_{Path(args.config_path).stem}")
-    rows = run_sweep(cfg, getattr(args, "ckpt_file", None), args.sweep, layer_sets=args.sweep_layers,
-                     thresholds=args.sweep_thresholds, data=args.sweep_data, batch_size=args.sweep_batch_size,
-                     max_images=args.sweep_max_images, timing_runs=args.sweep_runs, out_prefix=out_prefix,
-                     split=args.sweep_split)
-    print(format_sweep(rows))
-    if args.sweep_data is None:
-        print("top-1 not measured (no --sweep-data)")
-    print(f"wrote {out_prefix}.csv, {out_prefix}.json, {out_prefix}.png")
-    return rows
-
-
-def _main() -> None:
-    from .cli import add_common_args
-
-    parser = argparse.ArgumentParser(prog="python -m src.sweep", description=__doc__.splitlines()[0])
-    add_common_args(parser, ckpt="optional")
-    add_sweep_args(parser)
-    args = parser.parse_args()
-    if args.sweep is None:
-        parser.error("--sweep R [R ...] is required")
-    sweep_from_args(args)
-
-
-if __name__ == "__main__":
-    from .cli import run
-
-    run(_main, prog="python -m src.sweep")

@@ -29,6 +29,7 @@ from .fileio import atomic_path
 from .data.folder import IMAGE_EXTENSIONS, load_rgb, scan_image_folder
 from .data.transforms import eval_transforms
 from .models import PPTStats, VisionTransformer
+from .token_reduction import get_policy
 
 __all__ = ["MIN_PANEL", "TokenMap", "token_map", "load_images", "trace_tokens", "render_block", "render_input",
            "render_grid", "save_png", "collect_images", "demo_images", "visualize_images", "describe_weights"]
@@ -305,7 +306,7 @@ def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = shifted / shifted.sum(axis=1, keepdims=True)
     grid = model.img_size // model.patch_size
-    threshold = model.ppt_threshold
+    decides = get_policy(model.ppt.policy).uses_threshold  # only ppt decides by score variance per image
 
     results = []
     for b, (path, name) in enumerate(zip(paths, names)):
@@ -316,10 +317,10 @@ def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out
         for k, layer in enumerate(model.ppt_layers):
             tokens = token_map(sources[k][b], model.num_prefix_tokens, grid)
             decision = "pool" if pooled[b, k] else "prune"
-            relation = "<" if pooled[b, k] else ">="
+            why = (f": score var {svar[b, k]:.3g} {'<' if pooled[b, k] else '>='} {model.ppt.threshold:.3g}"
+                   if decides else f" (policy {model.ppt.policy})")
             groups = tokens.group_sizes
-            lines = [f"{path.name}: PP block {layer}",
-                     f"{decision.upper()}: score var {svar[b, k]:.3g} {relation} {threshold:.3g}",
+            lines = [f"{path.name}: PP block {layer}", f"{decision.upper()}{why}",
                      f"{sources[k].shape[1]} tokens: {len(groups)} groups, {tokens.num_pruned} patches pruned"]
             panel = render_block(display[b], tokens, model.patch_size, lines)
             png = out_dir / f"{name}_block{layer}.png"

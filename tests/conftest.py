@@ -57,3 +57,16 @@ def any_mode(request):
     ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
     yield request.param
     ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def macs_of(num_classes=1000, layers=(), r=0, policy="ppt", **spec):
+    """``count_macs_spec`` of ``ViTSpec(**spec)`` with ``r`` removed at ``layers`` by ``policy``."""
+    from src.flops import count_macs_spec
+    from src.models import ViTSpec
+    from src.token_reduction import PPTSetting
+
+    ppt = None
+    if len(layers):
+        ppt = PPTSetting(r=tuple(r) if isinstance(r, (list, tuple)) else r, layers=tuple(layers), threshold=0.0,
+                         policy=policy)
+    return count_macs_spec(ViTSpec(**spec), num_classes, ppt)

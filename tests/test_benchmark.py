@@ -8,11 +8,10 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src import token_reduction
-from src.benchmark import benchmark, plain_slice_reduction
-from src.flops import count_macs_arch
+from src.benchmark import benchmark
 from src.models import create_model
-from src.models import layers
+
+from .conftest import macs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(name="deit_tiny_patch16_224", num_classes=5, img_size=32, patch_size=8, embed_dim=48, depth=3,
@@ -26,7 +25,8 @@ def test_benchmark_script_writes_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "benchmark.py", "--config", "config/demo.yaml", "--set", "model.img_size=32",
          "model.embed_dim=48", "model.depth=2", "ppt.layers=[1]", "ppt.r=4", "--batch-size", "2", "3",
-         "--warmup", "1", "--runs", "2", "--out", out], cwd=ROOT, capture_output=True, text=True, timeout=300)
+         "--warmup", "1", "--runs", "2", "--policies", "prune", "pool", "--out", out], cwd=ROOT, capture_output=True,
+        text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert "random" in report["weights"] and "plain slice" in report["reduction_method"]
@@ -34,14 +34,17 @@ def test_benchmark_script_writes_json(tmp_path):
     assert report["host"]["cores"] >= 1 and report["warmup"] == 1 and report["runs"] == 2
     # demo.yaml shrunk: 32 px / 8 px patches -> 17 tokens, width 48, 2 blocks, 3 heads, 10 classes, r=4 at block 1.
     arch = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
-    assert report["macs"] == {"baseline": count_macs_arch(**arch)["total"],
-                              "ppt": count_macs_arch(**arch, layers=[1], r=4)["total"]}
+    assert report["macs"] == {"baseline": macs_of(**arch)["total"], "ppt": macs_of(**arch, layers=[1], r=4)["total"],
+                              **{f"policy_{p}": macs_of(**arch, layers=[1], r=4, policy=p)["total"]
+                                 for p in ("prune", "pool")}}
+    assert "policy prune" in proc.stdout and "policy pool" in proc.stdout
     assert report["macs_ratio"] == pytest.approx(report["macs"]["baseline"] / report["macs"]["ppt"])
     assert [e["batch_size"] for e in report["results"]] == [2, 3]
     for entry in report["results"]:
-        for name in ("baseline", "ppt", "ppt_plain_slice"):
+        for name in ("baseline", "ppt", "ppt_plain_slice", "policy_prune", "policy_pool"):
             v = entry[name]
-            assert set(v) == VARIANT_KEYS and len(v["runs_seconds"]) == 2
+            assert set(v) == VARIANT_KEYS | ({"speedup"} if name != "baseline" else set())
+            assert len(v["runs_seconds"]) == 2
             assert v["median_seconds"] == pytest.approx(float(np.median(v["runs_seconds"])))
             assert v["images_per_sec"] == pytest.approx(entry["batch_size"] / v["median_seconds"])
         assert entry["speedup"] == pytest.approx(entry["baseline"]["median_seconds"] / entry["ppt"]["median_seconds"])
@@ -51,36 +54,31 @@ def test_benchmark_script_writes_json(tmp_path):
         assert entry["reduction_share"] == pytest.approx(float(np.median([(p - s) / p for p, s in pairs])))
 
 
-def test_plain_slice_reduction_is_compiled_into_graph_mode(graph_mode):
+def test_keep_first_policy_is_the_timing_baseline(graph_mode):
+    """The plain slice is a registered policy: compiled into graph mode, it keeps the first N - r tokens."""
     ms.set_seed(0)
     ppt_model = create_model(**TINY, ppt=PPT)
-    sliced = create_model(**TINY, ppt=PPT)
+    sliced = create_model(**TINY, ppt=dict(PPT, policy="keep_first"))
     for p, q in zip(ppt_model.get_parameters(), sliced.get_parameters()):
         q.set_data(p.data)
     ppt_model.set_train(False)
     sliced.set_train(False)
     x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32))
-    with plain_slice_reduction():
-        y_slice = sliced(x).asnumpy()
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-        y_reference = sliced(x).asnumpy()  # PyNative runs the patched Python code as written
-        ms.set_context(mode=ms.GRAPH_MODE)
-    assert layers.prune_or_pool is token_reduction.prune_or_pool  # restored on exit
-    # Compiled after the context closed, the PPT model pools; the sliced graph keeps its slice.
-    y_ppt = ppt_model(x).asnumpy()
-    np.testing.assert_allclose(y_slice, y_reference, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(sliced(x).asnumpy(), y_slice)
+    y_slice, y_ppt = sliced(x).asnumpy(), ppt_model(x).asnumpy()
+    # By hand: the same blocks, with block 1's MLP on its first 13 of 17 tokens.
+    h = sliced._embed(x)
+    size = ms.ops.ones((2, 17, 1), ms.float32)
+    for i, blk in enumerate(sliced.blocks):
+        if i == 1:
+            out = blk.attn(blk.norm1(h), size)[0]
+            h = h + out
+            h = h[:, :13]
+            h = h + blk.mlp(blk.norm2(h))
+        else:
+            h = blk(h, size[:, :h.shape[1]])[0]
+    expected = sliced.forward_head(sliced.norm(h)).asnumpy()
+    np.testing.assert_allclose(y_slice, expected, rtol=1e-4, atol=1e-5)
     assert np.abs(y_ppt - y_slice).max() > 1e-3
-
-
-def test_plain_slice_keeps_the_first_tokens():
-    x = ms.Tensor(np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3))
-    size = ms.Tensor(np.ones((2, 7, 1), np.float32))
-    with plain_slice_reduction():
-        out, new_size, source, pooled, svar = layers.prune_or_pool(x, size, None, None, None, 3, 0.0, 1)
-    np.testing.assert_array_equal(out.asnumpy(), x.asnumpy()[:, :4])
-    assert new_size.shape == (2, 4, 1) and source is None
-    assert not pooled.asnumpy().any() and svar.shape == (2,)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -4,9 +4,9 @@ import pathlib
 import pytest
 import yaml
 
-from src.config import SCHEMA, ConfigError, load_config, model_kwargs, save_config, schema_markdown
-from src.models import create_model, list_models, model_defaults
-from src.token_reduction import token_schedule
+from src.config import SCHEMA, ConfigError, configured_spec, load_config, model_kwargs, save_config, schema_markdown
+from src.models import create_model, list_models, model_spec
+from src.token_reduction import PPTSetting
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "config").glob("*.yaml"))
@@ -58,19 +58,17 @@ def test_every_registered_model_has_a_config():
 def test_shipped_config_loads_and_matches_its_model(path):
     cfg = load_config(path)
     kwargs = model_kwargs(cfg)
-    arch = model_defaults(kwargs["name"])
+    spec = configured_spec(cfg)
     if not path.stem.startswith("demo"):
         assert kwargs["name"] == path.stem.removesuffix("_finetune")
         assert kwargs["num_classes"] == 1000
-        # the ImageNet configs keep the registered architecture (no overrides but drop_path_rate)
-        assert set(kwargs) == {"name", "num_classes", "ppt", "drop_path_rate"}
+        # the ImageNet configs keep the registered architecture (no overrides)
+        assert set(kwargs) == {"name", "num_classes", "ppt", "drop_path_rate"} and spec == model_spec(kwargs["name"])
     ppt = kwargs["ppt"]
-    assert ppt is not None and set(ppt) == {"r", "layers", "threshold", "prop_attn"}
-    side = kwargs.get("img_size", arch["img_size"]) // kwargs.get("patch_size", arch["patch_size"])
-    tokens = side * side + (2 if arch["distilled"] else 1)
-    counts, clamped = token_schedule(tokens, kwargs.get("depth", arch["depth"]), ppt["layers"], ppt["r"])
+    assert isinstance(ppt, PPTSetting) and ppt.policy == "ppt" and ppt.threshold is not None
+    counts, clamped = ppt.schedule(spec.num_tokens, spec.depth)
     # every PP block removes tokens, and about half the tokens or more are gone at the end
-    assert all(r > 0 for r in clamped) and counts[-1] <= 0.55 * tokens
+    assert all(r > 0 for r in clamped) and counts[-1] <= 0.55 * spec.num_tokens
 
 
 def test_paper_setting_for_deit_small():
@@ -106,8 +104,8 @@ def test_defaults_are_filled(tmp_path):
     assert {k: cfg[k] for k in ("seed", "model", "ppt", "data")} == {
         "seed": 0,
         "model": {"name": "deit_small_patch16_224", "num_classes": 1000, "img_size": None, "patch_size": None,
-                  "embed_dim": None, "depth": None, "num_heads": None, "drop_path_rate": 0.0},
-        "ppt": {"enabled": True, "r": 50, "layers": [3, 6, 9], "threshold": 7e-5, "prop_attn": True},
+                  "embed_dim": None, "depth": None, "num_heads": None, "mlp_ratio": None, "drop_path_rate": 0.0},
+        "ppt": {"enabled": True, "policy": "ppt", "r": 50, "layers": [3, 6, 9], "threshold": 7e-5, "prop_attn": True},
         "data": {"path": "demo", "batch_size": 64, "num_workers": 2, "crop_pct": 0.875,
                  "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                  "repeated_aug": 1},
@@ -134,13 +132,14 @@ def test_exponent_floats_without_dot_are_floats(tmp_path):
 
 def test_quoted_number_is_not_a_float(tmp_path):
     path = write(tmp_path, MINIMAL.replace("threshold: 7e-5", "threshold: '7e-5'"))
-    assert error_of(path) == f'{path}: ppt.threshold: expected a float >= 0, got "7e-5"'
+    assert error_of(path) == f'{path}: ppt.threshold: expected a float >= 0 or null, got "7e-5"'
 
 
 def test_disabled_ppt_needs_no_ppt_keys(tmp_path):
     path = write(tmp_path, "model: {name: deit_tiny_patch16_224}\nppt: {enabled: false}\ndata: {path: demo}\n")
     cfg = load_config(path)
-    assert cfg["ppt"] == {"enabled": False, "r": None, "layers": None, "threshold": None, "prop_attn": True}
+    assert cfg["ppt"] == {"enabled": False, "policy": "ppt", "r": None, "layers": None, "threshold": None,
+                          "prop_attn": True}
     assert model_kwargs(cfg) == {"name": "deit_tiny_patch16_224", "num_classes": 1000, "ppt": None,
                                  "drop_path_rate": 0.0}
 
@@ -150,7 +149,7 @@ def test_model_kwargs_pass_only_set_overrides(tmp_path):
                                                  "ppt.prop_attn=false"])
     assert model_kwargs(cfg) == {
         "name": "deit_small_patch16_224", "num_classes": 10, "img_size": 112, "drop_path_rate": 0.0,
-        "ppt": {"r": 50, "layers": [3, 6, 9], "threshold": 7e-5, "prop_attn": False}}
+        "ppt": PPTSetting(r=50, layers=(3, 6, 9), threshold=7e-5, prop_attn=False)}
 
 
 def test_save_config_round_trip(tmp_path):
@@ -228,7 +227,7 @@ def test_unknown_section_suggests(tmp_path):
 def test_unknown_key_suggests(tmp_path):
     path = write(tmp_path, MINIMAL.replace("threshold", "treshold"))
     assert error_of(path) == (f"{path}: ppt.treshold: unknown key (did you mean 'threshold'?); "
-                              f"known ppt keys: enabled, r, layers, threshold, prop_attn")
+                              f"known ppt keys: enabled, policy, r, layers, threshold, prop_attn")
 
 
 def test_missing_required_key(tmp_path):
@@ -256,8 +255,8 @@ def test_missing_required_key(tmp_path):
      "ppt.layers: expected block indices in [0, 12) (the model has 12 blocks), got [3, 6, 12]"),
     ({"ppt__r": "[10, 20]"}, "ppt.r: expected an int or one value per entry of ppt.layers (3 values), "
                              "got [10, 20]"),
-    ({"ppt__threshold": "-1e-5"}, "ppt.threshold: expected a float >= 0, got -1e-05"),
-    ({"ppt__threshold": ".nan"}, "ppt.threshold: expected a float >= 0, got NaN"),
+    ({"ppt__threshold": "-1e-5"}, "ppt.threshold: expected a float >= 0 or null, got -1e-05"),
+    ({"ppt__threshold": ".nan"}, "ppt.threshold: expected a float >= 0 or null, got NaN"),
     ({"data__batch_size": "0"}, "data.batch_size: expected an int >= 1, got 0"),
     ({"data__path": "''"}, 'data.path: expected a non-empty string, got ""'),
     ({"data__interpolation": "nearest"},

@@ -42,7 +42,7 @@ def test_token_counts_after_each_block(case, golden, golden_input):
     meta, _ = golden
     c = meta["cases"][case]
     model = make_mini(_ppt(c))
-    x = model._tokens(ms.Tensor(golden_input))
+    x = model._embed(ms.Tensor(golden_input))
     size = ms.ops.ones((x.shape[0], x.shape[1], 1), ms.float32)
     counts = []
     for blk in model.blocks:

@@ -8,7 +8,7 @@ from PIL import Image
 import export as export_script
 import infer as infer_script
 from src.checkpoint import save_weights
-from src.cli import build_model
+from src.factory import build_model
 from src.config import load_config
 from src.data import create_dataset
 from src.inference import (IMAGENET_CLASSES_FILE, Preprocess, load_class_names, preprocess_images,

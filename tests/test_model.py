@@ -3,8 +3,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.models import PPTStats, create_model, list_models, model_defaults
-from src.token_reduction import prune_or_pool
+from src.models import PPTStats, create_model, list_models, model_spec
 
 from .conftest import make_mini
 
@@ -15,7 +14,7 @@ def test_registry_lists_all_deit_variants():
     expected = {f"deit_{s}_{d}patch16_224" for s in ("tiny", "small", "base") for d in ("", "distilled_")}
     expected |= {"deit_base_patch16_384", "deit_base_distilled_patch16_384"}
     assert set(list_models()) == expected
-    assert model_defaults("deit_small_patch16_224")["embed_dim"] == 384
+    assert model_spec("deit_small_patch16_224").embed_dim == 384
     with pytest.raises(ValueError, match="unknown model 'deit_huge'.*deit_small_patch16_224"):
         create_model("deit_huge")
 
@@ -58,13 +57,12 @@ def test_distilled_model_protects_the_distillation_token():
         model = make_mini(dict(r=100, layers=[0, 1, 2], threshold=threshold, prop_attn=True),
                           name="deit_tiny_distilled_patch16_224", weights=False)
         assert model.num_prefix_tokens == 2 and model.tokens_per_block[:3] == (100, 51, 26)  # r clamped to 98, 49, 25
-        h = model._tokens(x)
+        h = model._embed(x)
         size = ms.ops.ones((2, h.shape[1], 1), ms.float32)
         for blk in model.blocks[:3]:
             out, attn, v, metric = blk.attn(blk.norm1(h), size)
             h_attn = h + out
-            red, red_size, _, pooled, _ = prune_or_pool(h_attn, size, attn, v, metric, blk.r, blk.threshold,
-                                                     blk.num_protected)
+            red, red_size, _, pooled, _ = blk.reducer(h_attn, size, attn, v, metric)
             assert (pooled.asnumpy() == (threshold > 0)).all()
             np.testing.assert_allclose(red[:, :2].asnumpy(), h_attn[:, :2].asnumpy(), rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(red_size[:, :2].asnumpy(), np.ones((2, 2, 1)))
@@ -85,10 +83,14 @@ def test_scores_and_decision_stay_float32_under_mixed_precision(golden, golden_i
 
 
 def test_bad_arguments_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown overrides"):
+    with pytest.raises(ValueError, match=r"architecture overrides \['embed_dims'\] are not supported"):
         create_model("deit_tiny_patch16_224", embed_dims=3)
-    with pytest.raises(ValueError, match="ppt needs exactly the keys"):
+    with pytest.raises(ValueError, match="the 'ppt' policy needs one"):
         create_model("deit_tiny_patch16_224", ppt=dict(r=1, layers=[1]))
+    with pytest.raises(ValueError, match=r"ppt: unknown keys \['rr'\], missing keys \['r'\]"):
+        create_model("deit_tiny_patch16_224", ppt=dict(rr=1, layers=[1]))
+    with pytest.raises(ValueError, match="unknown token-reduction policy 'merge'; known: ppt, prune, pool"):
+        create_model("deit_tiny_patch16_224", ppt=dict(r=1, layers=[1], policy="merge"))
     with pytest.raises(ValueError, match=r"PP layers \[12\]"):
         create_model("deit_tiny_patch16_224", ppt=dict(r=1, layers=[12], threshold=0.0, prop_attn=True))
     with pytest.raises(ValueError, match="not divisible"):

@@ -1,5 +1,4 @@
 """The accuracy / MACs / throughput sweep (src/sweep.py) on a tiny model and a tiny generated folder."""
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -11,9 +10,12 @@ from PIL import Image
 
 from src.checkpoint import save_weights
 from src.config import load_config, model_kwargs
-from src.flops import count_macs_arch
 from src.models import create_model
-from src.sweep import CSV_COLUMNS, add_sweep_args, run_sweep, sweep_from_args
+from src.sweep import CSV_COLUMNS, run_sweep
+
+import benchmark as benchmark_script
+
+from .conftest import macs_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
@@ -56,13 +58,13 @@ def test_sweep_writes_csv_json_png_with_baseline_and_every_setting(tmp_path):
                      out_prefix=str(prefix), progress=False)
     assert [r["name"] for r in rows] == ["baseline", "r=0 layers=[1, 2] thr=1e+09", "r=4 layers=[1, 2] thr=1e+09"]
     base = rows[0]
-    assert base["macs"] == count_macs_arch(**TINY_ARCH)["total"] and base["macs_ratio"] == 1.0
+    assert base["macs"] == macs_of(**TINY_ARCH)["total"] and base["macs_ratio"] == 1.0
     assert base["speedup"] == 1.0 and base["num_images"] == 9 and base["r"] == [] and base["tokens"] == 17
     zero, pp = rows[1], rows[2]
     assert zero["top1"] == base["top1"] and zero["loss"] == pytest.approx(base["loss"], abs=1e-6)
     assert zero["macs"] == base["macs"] and zero["tokens"] == 17 and zero["layers"] == []  # r = 0: no PP block
     assert pp["r"] == [4, 4] and pp["tokens"] == 9 and pp["pooled_fraction"] == [1.0, 1.0]  # pool-only threshold
-    assert pp["macs"] == count_macs_arch(**TINY_ARCH, layers=[1, 2], r=4)["total"]
+    assert pp["macs"] == macs_of(**TINY_ARCH, layers=[1, 2], r=4)["total"]
     assert pp["macs_ratio"] == pytest.approx(pp["macs"] / base["macs"]) and pp["threshold"] == 1e9
     assert all(r["images_per_sec"] > 0 and r["num_images"] == 9 for r in rows)
 
@@ -92,18 +94,14 @@ def test_sweep_rejects_bad_settings(tmp_path):
 
 
 def test_sweep_from_args_in_graph_mode(tmp_path, capsys):
-    """The command-line entry: flags parsed next to the common ones, graph mode, no dataset, random weights."""
-    parser = argparse.ArgumentParser()
-    from src.cli import add_common_args
-
-    add_common_args(parser, ckpt="none")  # like benchmark.py: the sweep then runs without weights
-    add_sweep_args(parser)
+    """benchmark.py --sweep: flags parsed next to the common ones, graph mode, no dataset, random weights."""
+    parser = benchmark_script.build_parser()
     prefix = tmp_path / "g"
     args = parser.parse_args(["--config", str(DEMO_CONFIG), "--set", *TINY, "--sweep", "4",
                               "--sweep-layers", "1,2", "--sweep-runs", "1", "--sweep-batch-size", "2",
                               "--sweep-out", str(prefix)])
     try:
-        rows = sweep_from_args(args)
+        rows = benchmark_script.run_sweep_from_args(args)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
     assert [r["name"] for r in rows] == ["baseline", "r=4 layers=[1, 2] thr=0.00066"]
@@ -112,4 +110,4 @@ def test_sweep_from_args_in_graph_mode(tmp_path, capsys):
     assert "top-1 not measured" in out and f"{prefix}.png" in out
     bad = parser.parse_args(["--config", str(DEMO_CONFIG), "--mode", "pynative", "--sweep", "4"])
     with pytest.raises(ValueError, match="graph-mode"):
-        sweep_from_args(bad)
+        benchmark_script.run_sweep_from_args(bad)

@@ -1,9 +1,12 @@
-"""The token-reduction functions against a plain per-image numpy reading of the algorithm (PPT.md)."""
+"""Token reduction: the functions against a plain per-image numpy reading of the algorithm (the rules the
+golden outputs in tests/fixtures follow: class-attention x value-norm scores, unbiased variance, descending
+score order when pruning, ToMe's even/odd bipartite matching when pooling), and the registered policies."""
 import mindspore as ms
 import numpy as np
 import pytest
 
-from src.token_reduction import clamp_r, importance_scores, pool, prune, prune_or_pool, score_variance, token_schedule
+from src.token_reduction import (PPTSetting, clamp_r, get_policy, importance_scores, list_policies, pool, prune,
+                                 prune_or_pool, score_variance, token_schedule)
 
 
 def np_pool(x, size, metric, r, protected):
@@ -96,3 +99,52 @@ def test_token_schedule_and_clamp():
                 dict(layers=[1, 2], r=[1])):
         with pytest.raises(ValueError):
             token_schedule(197, 12, bad["layers"], bad["r"])
+
+
+# ------------------------------------------------------------------------------------------------ policies
+
+def test_policy_registry():
+    assert list_policies()[:4] == ["ppt", "prune", "pool", "keep_first"]
+    assert get_policy("ppt").uses_threshold and not get_policy("pool").uses_threshold
+    with pytest.raises(ValueError, match="unknown token-reduction policy 'tome'; known: ppt, prune, pool, keep_first"):
+        get_policy("tome")
+
+
+@pytest.mark.parametrize("policy, threshold", [("prune", 0.0), ("pool", 1e9)])
+def test_prune_and_pool_policies_equal_ppt_at_the_threshold_ends(policy, threshold, golden_input, any_mode):
+    """prune = ppt with threshold 0, pool = ppt with threshold 1e9, bit for bit, without the other branch."""
+    from .conftest import make_mini
+
+    x = ms.Tensor(golden_input)
+    only = make_mini(dict(r=50, layers=[3, 6, 9], threshold=None, prop_attn=True, policy=policy))
+    ppt = make_mini(dict(r=50, layers=[3, 6, 9], threshold=threshold, prop_attn=True))
+    np.testing.assert_array_equal(only(x).asnumpy(), ppt(x).asnumpy())
+    from src.models import PPTStats
+
+    _, pooled, svar = PPTStats(only)(x)
+    assert (pooled.asnumpy() == (policy == "pool")).all()
+    if policy == "prune":  # it computes the score, so it reports the variance ppt decides by
+        np.testing.assert_array_equal(svar.asnumpy(), PPTStats(ppt)(x)[2].asnumpy())
+
+
+def test_keep_first_reducer_keeps_the_first_tokens():
+    x = ms.Tensor(np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3))
+    size = ms.Tensor(np.ones((2, 7, 1), np.float32))
+    out, new_size, source, pooled, svar = get_policy("keep_first")(3, 1)(x, size, None, None, None)
+    np.testing.assert_array_equal(out.asnumpy(), x.asnumpy()[:, :4])
+    assert new_size.shape == (2, 4, 1) and source is None
+    assert not pooled.asnumpy().any() and svar.shape == (2,)
+
+
+def test_setting_normalises_and_validates():
+    s = PPTSetting(r=[90, 30, 60], layers=[8, 2, 5], threshold=7e-5)
+    assert (s.layers, s.r) == ((2, 5, 8), (30, 60, 90))  # r follows its layer
+    assert PPTSetting.coerce(s.to_dict()) == s and PPTSetting.coerce(None) is None
+    assert s.schedule(197, 12) == token_schedule(197, 12, [2, 5, 8], [30, 60, 90])
+    for bad, message in ((dict(r=-1, layers=[1], threshold=0.0), "ppt r"),
+                         (dict(r=1, layers=[1, 1], threshold=0.0), "distinct"),
+                         (dict(r=1, layers=[1], threshold=-1.0), "ppt threshold"),
+                         (dict(r=1, layers=[1], threshold=0.0, prop_attn=1), "prop_attn")):
+        with pytest.raises(ValueError, match=message):
+            PPTSetting(**bad)
+    assert PPTSetting(r=1, layers=[1], policy="pool").threshold is None  # pool reads no threshold

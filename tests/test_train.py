@@ -232,8 +232,8 @@ class _NanAfterFirstEpoch:
     def __init__(self, real):
         self.real = real
 
-    def __call__(self, cfg, root, img_size, epoch, dist):
-        dataset, info = self.real(cfg, root, img_size, epoch, dist)
+    def __call__(self, cfg, epoch, dist):
+        dataset, info = self.real(cfg, epoch, dist)
         if epoch == 0:
             return dataset, info
 
@@ -404,7 +404,6 @@ import sys
 import numpy as np
 from src.cli import setup_context
 from src.config import load_config
-from src.data import resolve_data_root
 from src.train import engine
 
 setup_context("CPU", "graph")
@@ -412,7 +411,7 @@ config, dump = sys.argv[1:]
 cfg = load_config(config, ["data.repeated_aug=2", "aug.randaug_magnitude=9", "aug.hflip=0.5", "aug.mixup_alpha=0",
                           "aug.label_smoothing=0"])
 dist = engine._init_distributed()
-dataset, _ = engine.train_dataset(cfg, resolve_data_root(cfg["data"]["path"]), 32, 0, dist)
+dataset, _ = engine.train_dataset(cfg, 0, dist)
 images, labels = next(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
 np.savez(f"{dump}_rank{dist.rank}.npz", images=images, labels=labels)
 """

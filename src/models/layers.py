@@ -6,7 +6,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from ..token_reduction import prune_or_pool
+from ..token_reduction import TokenReducer
 
 
 def trunc_normal_param(shape: Tuple[int, ...], std: float = 0.02) -> Parameter:
@@ -129,19 +129,19 @@ class Attention(nn.Cell):
 
 
 class Block(nn.Cell):
-    """Pre-norm transformer block; a PP block (``r > 0``) reduces tokens between attention and MLP."""
+    """Pre-norm transformer block. A PP block gets a ``reducer`` (a token-reduction policy, see
+    ``src.token_reduction``), which removes tokens between the attention residual and the MLP."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0,
-                 prop_attn: bool = False, r: int = 0, threshold: float = 0.0, num_protected: int = 1):
+                 prop_attn: bool = False, reducer: Optional[TokenReducer] = None):
         super().__init__()
         self.norm1 = LayerNorm(dim)
         self.attn = Attention(dim, num_heads, prop_attn)
         self.drop_path = DropPath(drop_path)
         self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.r = r
-        self.threshold = threshold
-        self.num_protected = num_protected
+        self.reducer = reducer
+        self.reduces = reducer is not None  # a plain bool: graph mode branches on it at compile time
 
     def construct(self, x: Tensor, size: Tensor, source: Optional[Tensor] = None):
         """Returns ``(x, size, source, pooled, svar)``; the last two are None outside PP blocks and
@@ -149,8 +149,7 @@ class Block(nn.Cell):
         out, attn, v, metric = self.attn(self.norm1(x), size)
         x = x + self.drop_path(out)
         pooled, svar = None, None
-        if self.r > 0:
-            x, size, source, pooled, svar = prune_or_pool(x, size, attn, v, metric, self.r, self.threshold,
-                                                          self.num_protected, source)
+        if self.reduces:
+            x, size, source, pooled, svar = self.reducer(x, size, attn, v, metric, source)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, size, source, pooled, svar

@@ -1,56 +1,51 @@
-"""Model registry in the timm / mindcv style: ``create_model(name, ...)`` and ``list_models()``."""
-from typing import Any, Dict, List, Optional
+"""Model registry in the timm / mindcv style: ``create_model(name, ...)``, ``list_models()``, ``model_spec(name)``.
 
+Each registered name maps to one :class:`ViTSpec` (and the model class that builds it); a new model is one
+``register_model`` call.
+"""
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
+
+from ..token_reduction import PPTSetting
+from .spec import ViTSpec
 from .vit import VisionTransformer
 
-_ARCHS: Dict[str, Dict[str, Any]] = {}
+__all__ = ["register_model", "list_models", "model_spec", "create_model"]
+
+_MODELS: Dict[str, Tuple[ViTSpec, Type[VisionTransformer]]] = {}
 
 
-def _register(name: str, img_size: int, embed_dim: int, depth: int, num_heads: int, distilled: bool) -> None:
-    _ARCHS[name] = dict(img_size=img_size, patch_size=16, in_chans=3, embed_dim=embed_dim, depth=depth,
-                        num_heads=num_heads, mlp_ratio=4.0, distilled=distilled)
+def register_model(name: str, spec: ViTSpec, model_cls: Type[VisionTransformer] = VisionTransformer) -> None:
+    if name in _MODELS:
+        raise ValueError(f"model '{name}' is registered already")
+    _MODELS[name] = (spec, model_cls)
 
 
 for _size, _dim, _heads in (("tiny", 192, 3), ("small", 384, 6), ("base", 768, 12)):
-    _register(f"deit_{_size}_patch16_224", 224, _dim, 12, _heads, False)
-    _register(f"deit_{_size}_distilled_patch16_224", 224, _dim, 12, _heads, True)
-_register("deit_base_patch16_384", 384, 768, 12, 12, False)
-_register("deit_base_distilled_patch16_384", 384, 768, 12, 12, True)
-
-_OVERRIDABLE = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate")
-_PPT_KEYS = {"r", "layers", "threshold", "prop_attn"}
+    register_model(f"deit_{_size}_patch16_224", ViTSpec(embed_dim=_dim, num_heads=_heads))
+    register_model(f"deit_{_size}_distilled_patch16_224", ViTSpec(embed_dim=_dim, num_heads=_heads, distilled=True))
+register_model("deit_base_patch16_384", ViTSpec(img_size=384))
+register_model("deit_base_distilled_patch16_384", ViTSpec(img_size=384, distilled=True))
 
 
 def list_models() -> List[str]:
     """Names accepted by :func:`create_model`."""
-    return sorted(_ARCHS)
+    return sorted(_MODELS)
 
 
-def model_defaults(name: str) -> Dict[str, Any]:
-    """The architecture of a registered model (img_size, patch_size, in_chans, embed_dim, depth, ...)."""
-    if name not in _ARCHS:
+def model_spec(name: str) -> ViTSpec:
+    """The registered architecture of ``name``."""
+    if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
-    return dict(_ARCHS[name])
+    return _MODELS[name][0]
 
 
-def create_model(name: str, num_classes: int = 1000, ppt: Optional[Dict[str, Any]] = None,
-                 **overrides: Any) -> VisionTransformer:
-    """Build a registered DeiT, optionally with PPT.
+def create_model(name: str, num_classes: int = 1000, ppt: Union[None, PPTSetting, Mapping[str, Any]] = None,
+                 drop_path_rate: float = 0.0, **overrides: Any) -> VisionTransformer:
+    """Build a registered model, optionally with token reduction.
 
-    ``ppt``: None (plain DeiT) or ``{"r": int | list[int], "layers": list[int], "threshold": float,
-    "prop_attn": bool}``. ``overrides`` change the architecture: img_size, patch_size, embed_dim, depth,
-    num_heads, mlp_ratio, drop_path_rate. Weights are randomly initialised; see ``src.checkpoint``.
+    ``ppt``: None (no reduction), a :class:`PPTSetting`, or a dict with its keys (``r``, ``layers``, and
+    ``threshold``, ``prop_attn``, ``policy``). ``overrides`` change the architecture (the fields of
+    ``src.models.ARCH_OVERRIDES``). Weights are randomly initialised; see ``src.checkpoint``.
     """
-    kwargs = model_defaults(name)
-    unknown = set(overrides) - set(_OVERRIDABLE)
-    if unknown:
-        raise ValueError(f"create_model: unknown overrides {sorted(unknown)}; allowed: {', '.join(_OVERRIDABLE)}")
-    kwargs.update(overrides)
-    if ppt is not None:
-        missing, extra = _PPT_KEYS - set(ppt), set(ppt) - _PPT_KEYS
-        if missing or extra:
-            raise ValueError(f"create_model: ppt needs exactly the keys {sorted(_PPT_KEYS)}; "
-                             f"missing {sorted(missing)}, unexpected {sorted(extra)}")
-        kwargs.update(ppt_layers=list(ppt["layers"]), ppt_r=ppt["r"], ppt_threshold=float(ppt["threshold"]),
-                      prop_attn=bool(ppt["prop_attn"]))
-    return VisionTransformer(num_classes=num_classes, **kwargs)
+    spec = model_spec(name).replace(**overrides)
+    return _MODELS[name][1](spec, num_classes=num_classes, ppt=ppt, drop_path_rate=drop_path_rate)

@@ -1,63 +1,73 @@
-"""DeiT (Touvron et al.) with PPT token pruning & pooling inside chosen blocks."""
-from typing import Sequence, Union
+"""DeiT (Touvron et al.) / ViT with PPT token pruning & pooling (or another reduction policy) in chosen blocks."""
+from typing import Dict, Mapping, Type, Union
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from ..token_reduction import token_schedule
+from ..token_reduction import PPTSetting, TokenReducer, get_policy
 from .layers import Block, LayerNorm, Linear, PatchEmbed, trunc_normal_param
+from .spec import ViTSpec
 
 
 class VisionTransformer(nn.Cell):
-    """DeiT, optionally distilled (class + distillation token, two heads averaged at inference).
+    """DeiT / ViT, optionally distilled (class + distillation token, two heads averaged at inference), with
+    token reduction in the PP blocks of ``ppt``.
 
-    PPT is configured by ``ppt_layers`` (0-based blocks that reduce tokens), ``ppt_r`` (an int or one value
-    per layer, clamped to ``(N - 1) // 2``), ``ppt_threshold`` (score variance below it -> pool, else prune)
-    and ``prop_attn`` (proportional attention in the blocks after the first PP block).
+    Args:
+        spec: the architecture (``src.models.model_spec(name)``, possibly with overrides).
+        num_classes: classifier outputs.
+        ppt: None (no reduction) or a :class:`PPTSetting` (a dict with its keys works too); each PP block gets
+            an instance of the setting's policy with its r clamped to ``(N - 1) // 2``.
+        drop_path_rate: stochastic depth of the last block (linear from 0); training only.
+        block_fn: the block class (timm's ``block_fn``): a variant block is a new class, not an edit.
     """
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
-                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 drop_path_rate: float = 0.0, distilled: bool = False, ppt_layers: Sequence[int] = (),
-                 ppt_r: Union[int, Sequence[int]] = 0, ppt_threshold: float = 0.0, prop_attn: bool = True):
+    def __init__(self, spec: ViTSpec, num_classes: int = 1000, ppt: Union[None, PPTSetting, Mapping] = None,
+                 drop_path_rate: float = 0.0, block_fn: Type[Block] = Block):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if ppt_threshold < 0:
-            raise ValueError(f"ppt threshold must be >= 0, got {ppt_threshold}")
-        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
-        self.num_classes, self.embed_dim, self.depth = num_classes, embed_dim, depth
-        self.num_heads, self.mlp_ratio, self.distilled = num_heads, float(mlp_ratio), distilled
-        self.num_prefix_tokens = 2 if distilled else 1
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+        self.spec, self.ppt = spec, PPTSetting.coerce(ppt)
+        self.img_size, self.patch_size, self.in_chans = spec.img_size, spec.patch_size, spec.in_chans
+        self.num_classes, self.embed_dim, self.depth = num_classes, spec.embed_dim, spec.depth
+        self.num_heads, self.mlp_ratio, self.distilled = spec.num_heads, float(spec.mlp_ratio), spec.distilled
+        self.num_prefix_tokens, self.num_patches = spec.num_prefix_tokens, spec.num_patches
 
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
-        self.num_patches = self.patch_embed.num_patches
-        num_tokens = self.num_patches + self.num_prefix_tokens
-        self.cls_token = trunc_normal_param((1, 1, embed_dim))
-        if distilled:
-            self.dist_token = trunc_normal_param((1, 1, embed_dim))
-        self.pos_embed = trunc_normal_param((1, num_tokens, embed_dim))
+        self.patch_embed = PatchEmbed(spec.img_size, spec.patch_size, spec.in_chans, spec.embed_dim)
+        self.cls_token = trunc_normal_param((1, 1, spec.embed_dim))
+        if spec.distilled:
+            self.dist_token = trunc_normal_param((1, 1, spec.embed_dim))
+        self.pos_embed = trunc_normal_param((1, spec.num_tokens, spec.embed_dim))
 
-        self.tokens_per_block, clamped = token_schedule(num_tokens, depth, list(ppt_layers), ppt_r)
-        # token_schedule returns the clamped r in block order, so it pairs with the sorted layers
-        block_r = dict(zip(sorted(ppt_layers), clamped))
-        self.ppt_layers = tuple(i for i in sorted(ppt_layers) if block_r[i] > 0)
-        self.ppt_r = tuple(block_r[i] for i in self.ppt_layers)
-        self.ppt_threshold = float(ppt_threshold)
-        first_pp = self.ppt_layers[0] if self.ppt_layers else depth
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        reducers = self._reducers()
+        self.ppt_layers = tuple(sorted(reducers))
+        self.ppt_r = tuple(reducers[i].r for i in self.ppt_layers)
+        first_pp = self.ppt_layers[0] if self.ppt_layers else spec.depth
+        prop_attn = self.ppt is not None and self.ppt.prop_attn
+        dpr = [drop_path_rate * i / max(spec.depth - 1, 1) for i in range(spec.depth)]
         self.blocks = nn.CellList([
-            Block(embed_dim, num_heads, mlp_ratio, dpr[i],
-                  # sizes are all 1 up to the first PP block, where log(size) would add zeros
-                  prop_attn=prop_attn and i > first_pp,
-                  r=block_r.get(i, 0), threshold=self.ppt_threshold, num_protected=self.num_prefix_tokens)
-            for i in range(depth)])
-        self.norm = LayerNorm(embed_dim)
-        self.head = Linear(embed_dim, num_classes)
-        if distilled:
-            self.head_dist = Linear(embed_dim, num_classes)
+            # sizes are all 1 up to the first PP block, where log(size) would add zeros
+            block_fn(spec.embed_dim, spec.num_heads, spec.mlp_ratio, dpr[i], prop_attn=prop_attn and i > first_pp,
+                     reducer=reducers.get(i))
+            for i in range(spec.depth)])
+        self.norm = LayerNorm(spec.embed_dim)
+        self.head = Linear(spec.embed_dim, num_classes)
+        if spec.distilled:
+            self.head_dist = Linear(spec.embed_dim, num_classes)
 
-    def _tokens(self, x: Tensor) -> Tensor:
+    def _reducers(self) -> Dict[int, TokenReducer]:
+        """One policy instance per PP block whose clamped r is > 0; sets ``tokens_per_block``."""
+        if self.ppt is None:
+            self.tokens_per_block = (self.spec.num_tokens,) * self.spec.depth
+            return {}
+        self.tokens_per_block, clamped = self.ppt.schedule(self.spec.num_tokens, self.spec.depth)
+        policy = get_policy(self.ppt.policy)
+        threshold = self.ppt.threshold or 0.0
+        return {i: policy(r, self.spec.num_prefix_tokens, threshold)
+                for i, r in zip(self.ppt.layers, clamped) if r > 0}
+
+    def _embed(self, x: Tensor) -> Tensor:
+        """Images -> patch tokens with the prefix token(s) prepended and the position embedding added."""
         x = self.patch_embed(x)
         b = x.shape[0]
         prefix = [ops.broadcast_to(self.cls_token.astype(x.dtype), (b, 1, self.embed_dim))]
@@ -65,8 +75,8 @@ class VisionTransformer(nn.Cell):
             prefix.append(ops.broadcast_to(self.dist_token.astype(x.dtype), (b, 1, self.embed_dim)))
         return ops.concat(prefix + [x], axis=1) + self.pos_embed.astype(x.dtype)
 
-    def _head(self, x: Tensor) -> Tensor:
-        x = self.norm(x)
+    def forward_head(self, x: Tensor) -> Tensor:
+        """Final-normed tokens -> logits from the class token (averaged with the distillation head's)."""
         logits = self.head(x[:, 0])
         if self.distilled:
             logits = (logits + self.head_dist(x[:, 1])) / 2
@@ -80,14 +90,14 @@ class VisionTransformer(nn.Cell):
         row i marks the initial tokens (prefix tokens, then patches in raster order) that token i stands for
         after that block's reduction, per image, through any mix of pruning and pooling.
         """
-        x = self._tokens(x)
+        x = self._embed(x)
         b, n = x.shape[0], x.shape[1]
         size = ops.ones((b, n, 1), ms.float32)
         source = ops.broadcast_to(ops.eye(n, n, ms.float32).expand_dims(0), (b, n, n)) if trace else None
         pooled, svar, sources = (), (), ()
         for blk in self.blocks:
             x, size, source, p, s = blk(x, size, source)
-            if blk.r > 0:
+            if blk.reduces:
                 pooled += (p.reshape(-1, 1),)
                 svar += (s.reshape(-1, 1),)
                 if trace:
@@ -97,16 +107,21 @@ class VisionTransformer(nn.Cell):
         else:
             svar = ops.zeros((b, 0), ms.float32)
             pooled = svar.astype(ms.bool_)
+        logits = self.forward_head(self.norm(x))
         if trace:
-            return self._head(x), pooled, svar, sources
-        return self._head(x), pooled, svar
+            return logits, pooled, svar, sources
+        return logits, pooled, svar
 
-    def construct(self, x: Tensor) -> Tensor:
-        x = self._tokens(x)
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images -> the final-normed tokens left after the last block (the lean path: no statistics)."""
+        x = self._embed(x)
         size = ops.ones((x.shape[0], x.shape[1], 1), ms.float32)
         for blk in self.blocks:
             x, size = blk(x, size)[:2]  # unpacking the unused outputs makes graph mode warn
-        return self._head(x)
+        return self.norm(x)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class PPTStats(nn.Cell):

@@ -23,10 +23,9 @@ from mindspore import Tensor
 from ..fileio import write_text_atomic
 from ..checkpoint import load_state_dict, read_state_dict, save_weights
 from ..config import save_config
-from ..data import create_dataset, resolve_data_root
 from ..evaluate import evaluate
 from ..models import PPTStats, VisionTransformer
-from ..cli import build_model
+from ..factory import build_model, dataset_from_config
 from .ema import ModelEMA
 from .loss import create_loss
 from .optim import create_optimizer, scaled_lr
@@ -36,8 +35,6 @@ from .step import TrainStep, resolve_precision
 
 __all__ = ["TrainingDiverged", "TrainResult", "epoch_seed", "train", "train_dataset", "val_dataset"]
 
-AUG_KEYS = ("scale", "ratio", "hflip", "randaug_magnitude", "randaug_num_ops", "randaug_mstd", "randaug_prob",
-            "erase_prob", "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob", "label_smoothing")
 LOG_NAME = "log.jsonl"
 
 
@@ -85,28 +82,15 @@ def _init_distributed() -> _Dist:
     return _Dist(get_rank(), get_group_size())
 
 
-def _aug(cfg: Mapping[str, Any]) -> Dict[str, Any]:
-    return {key: cfg["aug"][key] for key in AUG_KEYS}
-
-
-def train_dataset(cfg: Mapping[str, Any], root: Path, img_size: int, epoch: int, dist: _Dist):
+def train_dataset(cfg: Mapping[str, Any], epoch: int, dist: _Dist):
     """The training pipeline of ``epoch`` (0-based) for this rank, seeded by ``epoch_seed(seed, epoch)``."""
-    data = cfg["data"]
-    return create_dataset(root, cfg["train"]["train_split"], img_size, data["batch_size"], training=True,
-                          interpolation=data["interpolation"], mean=data["mean"], std=data["std"],
-                          num_workers=data["num_workers"], num_shards=dist.size, shard_id=dist.rank,
-                          seed=epoch_seed(cfg["seed"], epoch), aug=_aug(cfg), repeated_aug=data["repeated_aug"],
-                          num_classes=cfg["model"]["num_classes"])
+    return dataset_from_config(cfg, cfg["train"]["train_split"], training=True, seed=epoch_seed(cfg["seed"], epoch),
+                               num_shards=dist.size, shard_id=dist.rank)
 
 
-def val_dataset(cfg: Mapping[str, Any], root: Path, img_size: int):
+def val_dataset(cfg: Mapping[str, Any]):
     """The validation pipeline (every image once; the last batch padded so graph mode compiles once)."""
-    data = cfg["data"]
-    dataset, _ = create_dataset(root, cfg["train"]["val_split"], img_size, data["batch_size"], training=False,
-                                crop_pct=data["crop_pct"], interpolation=data["interpolation"], mean=data["mean"],
-                                std=data["std"], num_workers=data["num_workers"], pad_last=True,
-                                num_classes=cfg["model"]["num_classes"])
-    return dataset
+    return dataset_from_config(cfg, cfg["train"]["val_split"], pad_last=True)[0]
 
 
 def _say(text: str, dist: _Dist) -> None:
@@ -157,7 +141,6 @@ class _Run:
     cfg: Mapping[str, Any]
     dist: _Dist
     out: Path
-    root: Path
     model: VisionTransformer
     step: TrainStep
     schedule: np.ndarray
@@ -189,13 +172,12 @@ def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: Optional[str], dist: _D
     """Model (with starting weights), precision, optimiser, EMA and the compiled train step."""
     tcfg = cfg["train"]
     ms.set_seed(cfg["seed"])  # weight init (identical on every rank)
-    root = resolve_data_root(cfg["data"]["path"])
     model = build_model(dict(cfg))
     if ckpt_file:
         _load_pretrained(model, ckpt_file, dist)
     amp_level, loss_scale = resolve_precision(tcfg["amp_level"], tcfg["loss_scale"], ms.get_context("device_target"))
     net = ms.amp.auto_mixed_precision(model, amp_level) if amp_level != "O0" else model
-    _, info = train_dataset(cfg, root, model.img_size, 0, dist)
+    _, info = train_dataset(cfg, 0, dist)
     global_batch = cfg["data"]["batch_size"] * dist.size
     optimizer, schedule = create_optimizer(model.trainable_params(), tcfg, info.num_batches, global_batch)
     scaler = None
@@ -212,7 +194,7 @@ def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: Optional[str], dist: _D
     if peak < tcfg["min_lr"]:
         _say(f"note: the peak lr {peak:.3g} is below train.min_lr {tcfg['min_lr']:g}, so the cosine phase rises to "
              f"min_lr (as DeiT's scheduler does); lower train.min_lr for a decaying schedule", dist)
-    return _Run(cfg, dist, out, root, model, step, schedule, info.num_batches, global_batch, ema_model)
+    return _Run(cfg, dist, out, model, step, schedule, info.num_batches, global_batch, ema_model)
 
 
 def _resume(run: _Run, state_file: Path) -> None:
@@ -244,7 +226,7 @@ def _check_step(run: _Run, loss: float, finite: bool, epoch: int, i: int) -> Non
 
 def _train_epoch(run: _Run, epoch: int, progress: bool) -> Dict[str, Any]:
     """One pass over this rank's shard; returns the epoch's log record (without validation)."""
-    dataset, _ = train_dataset(run.cfg, run.root, run.model.img_size, epoch, run.dist)
+    dataset, _ = train_dataset(run.cfg, epoch, run.dist)
     epochs, log_every = run.cfg["train"]["epochs"], run.cfg["train"]["log_interval"]
     t_epoch = time.perf_counter()
     losses, step_times, data_time = [], [], 0.0
@@ -353,7 +335,7 @@ def train(cfg: Mapping[str, Any], *, output_dir: os.PathLike, ckpt_file: Optiona
     _say(f"training {cfg['model']['name']} (PPT {'on' if run.model.ppt_layers else 'off'}) for epochs "
          f"{run.start_epoch + 1}..{last_epoch} of {epochs}: {run.steps_per_epoch} steps/epoch, global batch "
          f"{run.global_batch} on {dist.size} device(s), output {run.out}", dist)
-    val_set = val_dataset(cfg, run.root, run.model.img_size) if dist.main else None
+    val_set = val_dataset(cfg) if dist.main else None
     nets = {"model": PPTStats(run.model)}
     if run.ema_model is not None:
         nets["ema"] = PPTStats(run.ema_model)

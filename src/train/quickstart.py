@@ -2,9 +2,8 @@
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
-from ..cli import build_model
-from ..data import resolve_data_root
 from ..evaluate import evaluate, format_comparison
+from ..factory import build_model
 from .engine import val_dataset
 
 __all__ = ["compare_with_baseline"]
@@ -15,6 +14,6 @@ def compare_with_baseline(cfg: Mapping[str, Any], weights: Path, ppt_result: Dic
     """Evaluate ``weights`` without PPT on the validation split and return the comparison table against
     ``ppt_result`` (the PPT model's validation of the same weights)."""
     baseline = build_model(dict(cfg), ckpt_file=str(weights), with_ppt=False)
-    val_set = val_dataset(cfg, resolve_data_root(cfg["data"]["path"]), baseline.img_size)
+    val_set = val_dataset(cfg)
     base_result = evaluate(baseline, val_set, progress=progress, desc="baseline")
     return format_comparison({"baseline (no PPT)": base_result, "PPT": ppt_result})

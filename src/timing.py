@@ -1,0 +1,24 @@
+"""Timing a MindSpore call the same way everywhere (benchmark, sweep, evaluation): the outputs are copied to
+the host inside the timed span, which waits for the device, so a call's time is its whole cost."""
+import time
+from typing import Any, Callable, List, Tuple
+
+__all__ = ["timed_call", "time_calls"]
+
+
+def timed_call(fn: Callable[..., Any], *args: Any) -> Tuple[Any, float]:
+    """``fn(*args)`` with its output(s) as numpy arrays, and the seconds the call took."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    out = tuple(o.asnumpy() for o in out) if isinstance(out, tuple) else out.asnumpy()
+    return out, time.perf_counter() - t0
+
+
+def time_calls(fn: Callable[..., Any], *args: Any, warmup: int = 1, runs: int = 5) -> List[float]:
+    """Seconds of ``runs`` timed calls of ``fn(*args)`` after ``warmup`` untimed ones (in graph mode the first
+    call compiles)."""
+    if warmup < 0 or runs < 1:
+        raise ValueError(f"time_calls: warmup must be >= 0 and runs >= 1, got {warmup} and {runs}")
+    for _ in range(warmup):
+        timed_call(fn, *args)
+    return [timed_call(fn, *args)[1] for _ in range(runs)]
