@@ -68,10 +68,6 @@ def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
     return {name: state[name] for name in names}
 
 
-def _read_torch(path: str) -> Dict[str, np.ndarray]:
-    return {name: _as_weight(value) for name, value in read_torch_zip(path).items()}
-
-
 def _is_meta(name: str) -> bool:
     return name.startswith(META_PREFIX)
 
@@ -114,7 +110,7 @@ def read_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
     if ext == ".safetensors":
         return _read_safetensors(path)
     if ext in TORCH_EXTS:
-        return _read_torch(path)
+        return read_torch_zip(path)
     if ext == ".ckpt":
         return _read_ckpt(path)
     raise ValueError(f"{path}: unsupported checkpoint extension '{ext}', expected .safetensors, "
