@@ -6,6 +6,8 @@ Supported inputs (chosen by file extension):
 * ``.pth`` / ``.pt`` / ``.bin`` (PyTorch zip format, e.g. the DeiT release files): read **without torch** by the
   restricted unpickler of :mod:`src.torch_pickle`, so a malicious file cannot run code.
 * ``.ckpt`` (MindSpore): ``mindspore.load_checkpoint``; entries named ``meta.*`` are metadata, not weights.
+  :func:`save_weights` appends a CRC32 (``crc_check=True``), verified on every read; a file without one (written
+  elsewhere) is read unchecked.
 
 Floating tensors are returned as float32 numpy arrays; integer / bool tensors keep their dtype (DeiT has none,
 so strict loading reports them as unexpected entries).
@@ -13,6 +15,7 @@ so strict loading reports them as unexpected entries).
 import math
 import os
 import re
+import zlib
 from typing import Any, Dict, Optional, Tuple, Union
 
 import mindspore as ms
@@ -22,7 +25,8 @@ from safetensors import SafetensorError, deserialize, safe_open
 
 from .fileio import atomic_path
 from .models import create_model, list_models, model_defaults
-from .torch_pickle import UnsafePickleError, bf16_to_f32, read_torch_zip
+from .mslog import held_mindspore_logs
+from .torch_pickle import UnsafePickleError, bf16_to_f32, quoted, read_torch_zip
 
 __all__ = [
     "CheckpointMismatchError", "UnsafePickleError", "read_state_dict", "load_state_dict", "load_weights",
@@ -36,6 +40,9 @@ TORCH_EXTS = (".pth", ".pt", ".bin")
 META_PREFIX = "meta."
 _HEAD_PREFIXES = ("head.", "head_dist.")
 _INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
+_CRC_TAG = b"crc_num"  # save_checkpoint(crc_check=True) appends it and the CRC32 as 10 big-endian bytes
+_CRC_TAIL = len(_CRC_TAG) + 10
+_SHOWN = 3  # entries listed per kind in a mismatch message
 
 
 class CheckpointMismatchError(ValueError):
@@ -50,21 +57,29 @@ def _as_weight(arr: np.ndarray) -> np.ndarray:
 
 
 def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    name = None
     try:
         with safe_open(path, framework="np") as f:
             names = list(f.keys())
             dtypes = {name: f.get_slice(name).get_dtype() for name in names}
-            state = {name: _as_weight(f.get_tensor(name)) for name in names if dtypes[name] != "BF16"}
+            state = {}
+            for name in names:
+                if dtypes[name] != "BF16":
+                    state[name] = _as_weight(f.get_tensor(name))
+        if len(state) < len(names):
+            # safetensors.numpy cannot build bfloat16 arrays (numpy has no such dtype): take the raw bytes.
+            with open(path, "rb") as fh:
+                raw = dict(deserialize(fh.read()))
+            for name in names:
+                if dtypes[name] == "BF16":
+                    bits = np.frombuffer(bytes(raw[name]["data"]), dtype="<u2").reshape(raw[name]["shape"])
+                    state[name] = bf16_to_f32(bits)
     except SafetensorError as e:
         raise ValueError(f"{path}: not a valid safetensors file ({e})") from e
-    if len(state) < len(names):
-        # safetensors.numpy cannot build bfloat16 arrays (numpy has no such dtype): take the raw bytes.
-        with open(path, "rb") as fh:
-            raw = dict(deserialize(fh.read()))
-        for name in names:
-            if dtypes[name] == "BF16":
-                bits = np.frombuffer(bytes(raw[name]["data"]), dtype="<u2").reshape(raw[name]["shape"])
-                state[name] = bf16_to_f32(bits)
+    # e.g. numpy's "array is too big" for a shape like [0, 2**62], which safetensors accepts (0 bytes of data)
+    except (ValueError, OverflowError, MemoryError) as e:
+        raise ValueError(f"{path}: tensor {quoted(str(name))} cannot be built ({type(e).__name__}: "
+                         f"{str(e)[:120]})") from e
     return {name: state[name] for name in names}
 
 
@@ -72,11 +87,36 @@ def _is_meta(name: str) -> bool:
     return name.startswith(META_PREFIX)
 
 
+def _verify_crc(path: str) -> None:
+    """Check the CRC32 that ``save_checkpoint(crc_check=True)`` appends (over everything before it); refuse an
+    empty file. A file without a CRC (written elsewhere) is read unchecked."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(size - _CRC_TAIL, 0))
+        tail = f.read()
+        has_crc = size >= _CRC_TAIL and tail.startswith(_CRC_TAG)
+        left = size - _CRC_TAIL if has_crc else size
+        if left == 0:
+            raise ValueError(f"{path}: the checkpoint is empty ({size} bytes): it holds no tensors")
+        if not has_crc:
+            return
+        f.seek(0)
+        crc = 0
+        while left > 0 and (chunk := f.read(min(left, 16 << 20))):
+            crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+    if crc != int.from_bytes(tail[len(_CRC_TAG):], "big"):
+        raise ValueError(f"{path}: the file is damaged: its CRC32 checksum does not match its contents")
+
+
 def _load_ckpt(path: str, meta_only: bool = False) -> Dict[str, Any]:
+    _verify_crc(path)
     try:
-        return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None)
+        # MindSpore strips the CRC itself; its [ERROR] lines on unparsable files would bury our one line.
+        with held_mindspore_logs():
+            return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None)
     except (ValueError, RuntimeError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({e})") from e
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({reason})") from e
 
 
 def _read_ckpt(path: str) -> Dict[str, np.ndarray]:
@@ -131,16 +171,16 @@ def load_state_dict(model: nn.Cell, state: Dict[str, np.ndarray], drop_head: boo
                     source: str = "state dict") -> None:
     """Strictly copy ``state`` into ``model``'s parameters (names from ``model.parameters_and_names()``).
 
-    Missing, unexpected, wrong-shaped or non-floating entries raise one CheckpointMismatchError listing them
-    all; nothing is assigned unless everything matches. ``drop_head=True`` ignores ``head.*``/``head_dist.*``
-    in ``state`` and keeps the model's own heads (fine-tuning to another class count).
+    Missing, unexpected, wrong-shaped or non-floating entries raise one CheckpointMismatchError counting each
+    kind and naming the first few; nothing is assigned unless everything matches. ``drop_head=True`` ignores
+    ``head.*``/``head_dist.*`` in ``state`` and keeps the model's own heads (fine-tuning to another class count).
     """
     params = {name: param for name, param in model.parameters_and_names()
               if not (drop_head and _is_head(name))}
     if drop_head:
         state = {name: value for name, value in state.items() if not _is_head(name)}
     missing = [f"{n} {_fmt_shape(tuple(p.shape))}" for n, p in params.items() if n not in state]
-    unexpected = [f"{n} {_fmt_shape(v.shape)}" for n, v in state.items() if n not in params]
+    unexpected = [f"{quoted(n)[1:-1]} {_fmt_shape(v.shape)}" for n, v in state.items() if n not in params]
     wrong = []
     for name, value in state.items():
         if name not in params:
@@ -151,8 +191,9 @@ def load_state_dict(model: nn.Cell, state: Dict[str, np.ndarray], drop_head: boo
         elif not np.issubdtype(value.dtype, np.floating):
             wrong.append(f"{name} file dtype {value.dtype} vs model {params[name].dtype}")
     if missing or unexpected or wrong:
-        parts = [f"{label} {len(items)}: [{'; '.join(items)}]" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("mismatched", wrong)) if items]
+        parts = [f"{label} {len(items)}: [{'; '.join(items[:_SHOWN])}{'; ...' if len(items) > _SHOWN else ''}]"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("mismatched", wrong))
+                 if items]
         raise CheckpointMismatchError(f"{source} does not match the model: {' | '.join(parts)}")
     for name, param in params.items():
         param.set_data(ms.Tensor(state[name], dtype=param.dtype))
@@ -184,7 +225,7 @@ def save_weights(model: nn.Cell, path: PathLike, meta: Optional[Dict[str, MetaVa
     """Write ``model``'s parameters to a MindSpore ``.ckpt`` atomically, with ``meta`` under ``meta.<key>``.
 
     The file appears complete or not at all: it is written to a temporary name in the same folder and then
-    moved into place with ``os.replace``.
+    moved into place with ``os.replace``. It carries a CRC32, so later damage is refused on reading.
     """
     path = os.fspath(path)
     if not path.endswith(".ckpt"):
@@ -195,7 +236,7 @@ def save_weights(model: nn.Cell, path: PathLike, meta: Optional[Dict[str, MetaVa
     append = {META_PREFIX + key: _meta_entry(key, value) for key, value in (meta or {}).items()}
     entries = [{"name": name, "data": param} for name, param in model.parameters_and_names()]
     with atomic_path(path, suffix=".tmp.ckpt") as tmp:
-        ms.save_checkpoint(entries, tmp, append_dict=append)
+        ms.save_checkpoint(entries, tmp, append_dict=append, crc_check=True)
 
 
 def read_checkpoint_meta(path: PathLike) -> Dict[str, MetaValue]:
@@ -213,7 +254,7 @@ def read_checkpoint_meta(path: PathLike) -> Dict[str, MetaValue]:
 
 def _entry(state: Dict[str, np.ndarray], name: str, ndim: int, source: str) -> np.ndarray:
     if name not in state:
-        raise ValueError(f"{source}: cannot infer the architecture: no '{name}' entry (pass --model)")
+        raise ValueError(f"{source}: cannot infer the architecture: no '{name}' entry (name the model explicitly)")
     if state[name].ndim != ndim:
         raise ValueError(f"{source}: cannot infer the architecture: '{name}' has shape "
                          f"{_fmt_shape(state[name].shape)}, expected {ndim} dims")
@@ -246,7 +287,7 @@ def infer_model_args(state: Dict[str, np.ndarray], source: str = "state dict") -
                   and model_defaults(name)["embed_dim"] == embed_dim]
     if not candidates:
         raise ValueError(f"{source}: cannot infer num_heads: embed_dim {embed_dim} (distilled={distilled}) matches "
-                         "no registered model; pass --model NAME with --embed_dim/--num_heads/... overrides")
+                         "no registered model; name the model and its architecture overrides explicitly")
     overrides = {name: {k: v for k, v in arch.items() if model_defaults(name)[k] != v} for name in candidates}
     best = min(candidates, key=lambda name: len(overrides[name]))
     return best, head.shape[0], overrides[best]

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
-__all__ = ["UnsafePickleError", "read_torch_zip", "check_pickle", "describe", "bf16_to_f32", "MAX_OPCODES",
+__all__ = ["UnsafePickleError", "read_torch_zip", "check_pickle", "describe", "quoted", "bf16_to_f32", "MAX_OPCODES",
            "MAX_DEPTH", "MAX_PICKLE_BYTES", "EXPANSION_LIMIT", "EXPANSION_FLOOR"]
 
 # A DeiT state dict (152 tensors, torch 2.x): data.pkl of 15 KB, 4,690 opcodes, containers nested 6 deep.
@@ -57,7 +57,7 @@ class _Invalid(ValueError):
 
 # ------------------------------------------------------------------------------------------- messages
 
-def _text(text: str, limit: int = 60) -> str:
+def quoted(text: str, limit: int = 60) -> str:
     """An untrusted string for a message: quoted, truncated, non-printable characters as '?'."""
     shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
     return f"'{shown}{'...' if len(text) > limit else ''}'"
@@ -66,7 +66,7 @@ def _text(text: str, limit: int = 60) -> str:
 def describe(value: Any) -> str:
     """What kind of value an untrusted object is, for messages: never its repr, which may be huge or recurse."""
     if isinstance(value, str):
-        return f"the string {_text(value)}"
+        return f"the string {quoted(value)}"
     if type(value) is int:
         return f"the int {value}" if abs(value) < 10 ** 18 else f"an int of {value.bit_length()} bits"
     if isinstance(value, (tuple, list, dict, set, frozenset)):
@@ -344,7 +344,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise UnsafePickleError(
-                f"refusing to unpickle global {_text(f'{module}.{name}')}: only tensors, storages and plain "
+                f"refusing to unpickle global {quoted(f'{module}.{name}')}: only tensors, storages and plain "
                 "containers are allowed (not a plain state dict, or a malicious file)") from None
 
     def persistent_load(self, pid: Any) -> StorageRef:
@@ -359,14 +359,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
             try:
                 size = self._archive.getinfo(record).file_size
             except KeyError:
-                raise _Invalid(f"storage record {_text(record)} is missing") from None
+                raise _Invalid(f"storage record {quoted(record)} is missing") from None
             need = numel * np.dtype(storage_type.dtype).itemsize
             if size != need:  # torch writes exactly the storage; more would only inflate for nothing
-                raise _Invalid(f"storage record {_text(record)} holds {size} bytes, the pickle declares {numel} x "
+                raise _Invalid(f"storage record {quoted(record)} holds {size} bytes, the pickle declares {numel} x "
                                f"{storage_type.name} ({need} bytes)")
             ref = self._storages[key] = StorageRef(key, storage_type, numel, record)
         elif (ref.type, ref.numel) != (storage_type, numel):
-            raise _Invalid(f"storage {_text(key)} is declared twice with different types or sizes")
+            raise _Invalid(f"storage {quoted(key)} is declared twice with different types or sizes")
         return ref
 
 
@@ -392,7 +392,7 @@ def _byteorder(archive: zipfile.ZipFile, prefix: str) -> str:
         raise _Invalid(f"the byteorder record is {size} bytes, expected 'little' or 'big'")
     text = archive.read(record).decode("ascii", "replace").strip()
     if text not in ("little", "big"):
-        raise _Invalid(f"unknown byteorder record {_text(text)}, expected 'little' or 'big'")
+        raise _Invalid(f"unknown byteorder record {quoted(text)}, expected 'little' or 'big'")
     return text
 
 
@@ -407,7 +407,7 @@ def _unpickle(archive: zipfile.ZipFile, prefix: str) -> Any:
 
 
 def _key_list(obj: Dict[Any, Any]) -> str:
-    keys = [_text(k) if isinstance(k, str) else describe(k) for k in list(obj)[:8]]
+    keys = [quoted(k) if isinstance(k, str) else describe(k) for k in list(obj)[:8]]
     return ", ".join(keys) + (f" (and {len(obj) - 8} more)" if len(obj) > 8 else "")
 
 
@@ -420,7 +420,7 @@ def _unwrap_state_dict(obj: Any) -> Dict[str, TensorRef]:
         raise _Invalid(f"expected a state dict or {{'model': state_dict}}, found {found}")
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, TensorRef):
-            name = _text(key) if isinstance(key, str) else describe(key)
+            name = quoted(key) if isinstance(key, str) else describe(key)
             raise _Invalid(f"state dict entry {name} is {describe(value)}, expected a tensor")
     if not obj:
         raise _Invalid("the state dict is empty")
@@ -437,7 +437,7 @@ def _check_memory(state: Dict[str, TensorRef], reach: Dict[StorageRef, int], fil
         raise UnsafePickleError(
             f"its tensors would need {_fmt_bytes(need)} of memory, more than {EXPANSION_LIMIT}x the file's "
             f"{_fmt_bytes(file_size)} (at least {_fmt_bytes(EXPANSION_FLOOR)} is allowed); the largest is "
-            f"{_text(name)} of size {_dims(ref.size)}, stored in {ref.storage.numel} elements")
+            f"{quoted(name)} of size {_dims(ref.size)}, stored in {ref.storage.numel} elements")
 
 
 def _read_storage(archive: zipfile.ZipFile, storage: StorageRef, count: int, byteorder: str) -> np.ndarray:
@@ -446,7 +446,7 @@ def _read_storage(archive: zipfile.ZipFile, storage: StorageRef, count: int, byt
     with archive.open(storage.record) as f:
         raw = f.read(count * dtype.itemsize)
     if len(raw) != count * dtype.itemsize:
-        raise _Invalid(f"storage record {_text(storage.record)} ends after {len(raw)} bytes, its zip header "
+        raise _Invalid(f"storage record {quoted(storage.record)} ends after {len(raw)} bytes, its zip header "
                        f"says it holds {storage.numel * dtype.itemsize}")
     return np.frombuffer(raw, dtype=dtype)
 
@@ -504,4 +504,4 @@ def read_torch_zip(path: str) -> Dict[str, np.ndarray]:
     except (pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, struct.error, EOFError, TypeError,
             AttributeError, IndexError, KeyError, ValueError, OverflowError, RuntimeError) as e:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
-                         f"{_text(str(e).splitlines()[0] if str(e) else '', 120)})") from e
+                         f"{quoted(str(e).splitlines()[0] if str(e) else '', 120)})") from e

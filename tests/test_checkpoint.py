@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Dict
 
@@ -228,6 +229,72 @@ def test_save_weights_rejects_bad_input(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def _flip_middle(path: Path, n: int = 40) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + n] = bytes(b ^ 0xFF for b in data[mid:mid + n])
+    path.write_bytes(bytes(data))
+
+
+def test_weights_carry_a_crc_and_damage_is_refused(tmp_path):
+    # Before: 40 flipped bytes in a train.py weights file loaded silently (ten values became -534..3019).
+    path = tmp_path / "w.ckpt"
+    save_weights(_mini(), path, meta={"epoch": 3})
+    assert path.read_bytes()[-17:-10] == b"crc_num"
+    _flip_middle(path)
+    model = _mini()
+    before = _params(model)
+    with pytest.raises(ValueError) as info:
+        load_weights(model, path)
+    assert str(info.value) == f"{path}: the file is damaged: its CRC32 checksum does not match its contents"
+    _assert_same(_params(model), before)
+    with pytest.raises(ValueError, match="damaged"):
+        read_checkpoint_meta(path)
+
+
+def test_ckpt_without_crc_still_loads_quietly(tmp_path, capfd):
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+
+    source = _mini()
+    load_weights(source, MINI_PTH)
+    path = tmp_path / "elsewhere.ckpt"
+    ms.save_checkpoint(source, str(path))  # no CRC, as other tools write them
+    assert path.read_bytes()[-17:-10] != b"crc_num"
+    capfd.readouterr()
+    model = _mini()
+    load_weights(model, path)
+    _assert_same(_params(model), read_state_dict(MINI_PTH))
+    assert capfd.readouterr().err == ""  # no MindSpore warning about the missing CRC
+
+
+def test_empty_ckpt_says_so(tmp_path):
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.ckpt: the checkpoint is empty \(0 bytes\): it holds no tensors$"):
+        read_state_dict(tmp_path / "empty.ckpt")
+    (tmp_path / "crc_only.ckpt").write_bytes(b"crc_num" + zlib.crc32(b"").to_bytes(10, "big"))
+    with pytest.raises(ValueError, match=r"crc_only\.ckpt: the checkpoint is empty \(17 bytes\)"):
+        read_state_dict(tmp_path / "crc_only.ckpt")
+
+
+def test_architecture_mismatch_names_a_few_and_counts(tmp_path):
+    # Before: every one of the ~150 entries was listed (6 KB).
+    model = create_model("deit_tiny_patch16_224", num_classes=MINI_CLASSES)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_weights(model, MINI_ST)
+    message = str(info.value)
+    assert len(message) < 600 and "\n" not in message
+    assert "mismatched 151: [" in message and message.count(" vs model ") == 3 and "; ...]" in message
+
+
+def test_safetensors_with_a_huge_zero_size_shape_names_the_file(tmp_path):
+    header = json.dumps({"w": {"dtype": "F32", "shape": [0, 2 ** 62], "data_offsets": [0, 0]}}).encode()
+    path = tmp_path / "zero.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(ValueError, match=r"zero\.safetensors: tensor 'w' cannot be built \(ValueError: array is too "
+                                         r"big"):
+        read_state_dict(path)
+
+
 # ------------------------------------------------------------------------------------------------ convert
 
 def _zeros_state(shapes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
@@ -263,6 +330,7 @@ def test_convert_infers_a_registered_arch(tmp_path):
     assert result.stdout.strip().splitlines() == [
         f"converted src.pth ({len(state)} tensors) -> out.ckpt: deit_tiny_distilled_patch16_224 (num_classes=7)"]
     _assert_same(read_state_dict(tmp_path / "out.ckpt"), state)
+    assert (tmp_path / "out.ckpt").read_bytes()[-17:-10] == b"crc_num"
     assert read_checkpoint_meta(tmp_path / "out.ckpt") == {
         "model": "deit_tiny_distilled_patch16_224", "num_classes": 7, "source": "src.pth"}
 
