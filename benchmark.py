@@ -10,16 +10,14 @@ printed and written as JSON to --out (default: outputs/bench_<config name>.json)
 With --sweep, it measures the accuracy / MACs / throughput trade-off over r values (and optionally PP layer
 sets and thresholds) instead, writing CSV, JSON and a PNG plot (see src/sweep.py).
 """
-import argparse
-
 from src.benchmark import benchmark, format_benchmark
-from src.cli import add_common_args, load_args_config, run, setup_context, write_report
+from src.cli import ArgumentParser, add_common_args, load_args_config, run, setup_context, write_report
 from src.config import model_kwargs
 from src.sweep import add_sweep_args, sweep_from_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)  # --ckpt_file: the weights for --sweep-data (timing needs none)
     parser.add_argument("--batch-size", "--batch_size", dest="batch_sizes", type=int, nargs="+", default=[32],
                         help="batch sizes to time (default: 32)")

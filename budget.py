@@ -9,15 +9,13 @@ schedule is chosen analytically (criterion: src/budget.py); with --data the anal
 meeting the same target are also evaluated on (a subset of) the dataset and the best top-1 wins. Prints the
 `ppt:` block ready to paste into a config.
 """
-import argparse
-
 from src.budget import format_candidates, model_arch, parse_target, ppt_yaml, search_budget
-from src.cli import UsageError, add_common_args, build_model, load_args_config, run, setup_context
+from src.cli import ArgumentParser, UsageError, add_common_args, build_model, load_args_config, run, setup_context
 from src.flops import count_macs_arch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser, ckpt="optional")
     parser.add_argument("--target", required=True,
                         help="MACs budget: a fraction of the baseline's (0.7) or per image with a G/M suffix (3.0G)")

@@ -340,9 +340,9 @@ def sweep_from_args(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 
 def _main() -> None:
-    from .cli import add_common_args
+    from .cli import ArgumentParser, add_common_args
 
-    parser = argparse.ArgumentParser(prog="python -m src.sweep", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m src.sweep", description=__doc__.splitlines()[0])
     add_common_args(parser, ckpt="optional")
     add_sweep_args(parser)
     args = parser.parse_args()

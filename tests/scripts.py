@@ -1,7 +1,9 @@
 """Helpers for tests of the top-level scripts' error handling: run a script's ``main`` the way its ``__main__``
 block does (through ``src.cli.run``) in this process, and a tiny model config with random weights."""
+import runpy
+import sys
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import mindspore as ms
 import pytest
@@ -30,6 +32,16 @@ def run_main(main: Callable[[], object], prog: str, capsys: pytest.CaptureFixtur
         ms.set_context(mode=ms.PYNATIVE_MODE)
     out, err = capsys.readouterr()
     return code, out, [line for line in err.splitlines() if not line.startswith("[WARNING]")]
+
+
+def run_script(script: Path, argv: Sequence[str], capsys: pytest.CaptureFixture) -> Tuple[int, str, List[str]]:
+    """Like :func:`run_main`, for ``python script argv...`` run in this process (its ``__main__`` block)."""
+    saved = sys.argv
+    sys.argv = [script.name, *map(str, argv)]
+    try:
+        return run_main(lambda: runpy.run_path(str(script), run_name="__main__"), script.name, capsys)
+    finally:
+        sys.argv = saved
 
 
 def tiny_model_files(folder: Path, data: str = "/nonexistent") -> Tuple[Path, Path, Path]:
