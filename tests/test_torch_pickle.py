@@ -1,6 +1,7 @@
 """Crafted PyTorch checkpoints (issue #13, items 1-3): src/torch_pickle.py refuses them in one line, before
 building the crafted values or allocating what they ask for, and never crashes the interpreter."""
 import argparse
+import os
 import pickle
 import struct
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from src import torch_pickle
 from src.checkpoint import UnsafePickleError, read_state_dict
 
+from .scripts import TINY_CONFIG, run_script
 from .torch_zip import p_global, p_int, p_ints, p_str, p_tensor, write_pth, write_zip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,19 +54,26 @@ def _peak_mib(fn) -> float:
 
 # ------------------------------------------------------------------- item 1: nesting that crashed the process
 
-def test_tuple_key_nested_3_million_deep_is_refused_without_a_crash(tmp_path):
+@pytest.mark.parametrize("script", ["convert.py", "eval.py"])
+def test_tuple_key_nested_3_million_deep_is_refused_without_a_crash(tmp_path, script):
     # Before: SIGSEGV while hashing the dict key (CPython's tuple hash recurses without a guard).
     path = _pth(tmp_path / "deep.pth", pickle.EMPTY_DICT + pickle.EMPTY_TUPLE + pickle.TUPLE1 * 3_000_000
                 + pickle.NONE + pickle.SETITEM)
     assert path.stat().st_size > 3_000_000
+    if script == "convert.py":
+        args = [path, tmp_path / "out.ckpt"]
+    else:
+        (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.replace("DATA", str(tmp_path)))
+        args = ["--config", tmp_path / "tiny.yaml", "--ckpt_file", path, "--out", tmp_path / "out.json"]
     start = time.monotonic()
-    result = subprocess.run([sys.executable, str(REPO / "convert.py"), str(path), str(tmp_path / "out.ckpt")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr[-2000:]
     assert result.stderr.splitlines() == [
-        f"convert.py: error: {path}: the pickle nests containers more than {torch_pickle.MAX_DEPTH} deep"]
+        f"{script}: error: {path}: the pickle nests containers more than {torch_pickle.MAX_DEPTH} deep"]
     assert time.monotonic() - start < 60
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.pth"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == (["deep.pth", "tiny.yaml"] if script == "eval.py" else ["deep.pth"])
 
 
 @pytest.mark.parametrize("body", [
@@ -234,3 +243,34 @@ def test_integer_storages_keep_their_dtype_in_native_order(tmp_path):
     got = read_state_dict(tmp_path / "i.pth")["n"]
     assert got.dtype == np.dtype("=i8")
     np.testing.assert_array_equal(got, x.reshape(2, 3))
+
+
+# ------------------------------------------------------------------- through the scripts: exit code, nothing written
+
+@pytest.mark.parametrize("case", ["stride0", "size2_64", "memo", "inflating"])
+def test_convert_refuses_crafted_files_in_one_line_and_writes_nothing(tmp_path, capsys, case):
+    src = tmp_path / f"{case}.pth"
+    if case == "stride0":
+        _tensor_pth(src, 1, 0, (2 ** 27,), (0,))
+    elif case == "size2_64":
+        _tensor_pth(src, 1, 0, (2 ** 64,), (0,))
+    elif case == "memo":
+        _pth(src, pickle.NONE + pickle.LONG_BINPUT + struct.pack("<I", 2 ** 26))
+    else:
+        _deflated_zeros(src, 2 ** 24, 64 << 20, (2 ** 24,), (1,))
+    code, out, err = run_script(REPO / "convert.py", [src, tmp_path / "out.ckpt"], capsys)
+    assert (code, out) == (1, "") and len(err) == 1 and err[0].startswith(f"convert.py: error: {src}: "), err
+    assert os.listdir(tmp_path) == [src.name]
+
+
+def test_a_crafted_file_leaves_the_model_untouched(tmp_path):
+    from src.checkpoint import load_weights  # pylint: disable=import-outside-toplevel
+    from src.models import create_model  # pylint: disable=import-outside-toplevel
+
+    model = create_model("deit_tiny_patch16_224", num_classes=3, img_size=32, patch_size=8, embed_dim=48, depth=1,
+                         num_heads=3)
+    before = {name: p.asnumpy().copy() for name, p in model.parameters_and_names()}
+    with pytest.raises(ValueError):
+        load_weights(model, _tensor_pth(tmp_path / "s0.pth", 1, 0, (2 ** 27,), (0,)))
+    for name, p in model.parameters_and_names():
+        np.testing.assert_array_equal(p.asnumpy(), before[name])
