@@ -12,10 +12,10 @@ Supported inputs (chosen by file extension):
 Floating tensors are returned as float32 numpy arrays; integer / bool tensors keep their dtype (DeiT has none,
 so strict loading reports them as unexpected entries).
 """
+import binascii
 import math
 import os
 import re
-import zlib
 from typing import Any, Dict, Optional, Tuple, Union
 
 import mindspore as ms
@@ -87,34 +87,38 @@ def _is_meta(name: str) -> bool:
     return name.startswith(META_PREFIX)
 
 
-def _verify_crc(path: str) -> None:
-    """Check the CRC32 that ``save_checkpoint(crc_check=True)`` appends (over everything before it); refuse an
-    empty file. A file without a CRC (written elsewhere) is read unchecked."""
+def _stored_crc(path: str) -> Optional[int]:
+    """The CRC32 that ``save_checkpoint(crc_check=True)`` appends, or None for a file without one (written
+    elsewhere: read unchecked); refuses an empty file."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         f.seek(max(size - _CRC_TAIL, 0))
         tail = f.read()
-        has_crc = size >= _CRC_TAIL and tail.startswith(_CRC_TAG)
-        left = size - _CRC_TAIL if has_crc else size
-        if left == 0:
-            raise ValueError(f"{path}: the checkpoint is empty ({size} bytes): it holds no tensors")
-        if not has_crc:
-            return
-        f.seek(0)
-        crc = 0
+    has_crc = size >= _CRC_TAIL and tail.startswith(_CRC_TAG)
+    if size - (_CRC_TAIL if has_crc else 0) == 0:
+        raise ValueError(f"{path}: the checkpoint is empty ({size} bytes): it holds no tensors")
+    return int.from_bytes(tail[len(_CRC_TAG):], "big") if has_crc else None
+
+
+def _crc_matches(path: str, stored: int) -> bool:
+    left, crc = os.path.getsize(path) - _CRC_TAIL, 0
+    with open(path, "rb") as f:
         while left > 0 and (chunk := f.read(min(left, 16 << 20))):
-            crc, left = zlib.crc32(chunk, crc), left - len(chunk)
-    if crc != int.from_bytes(tail[len(_CRC_TAG):], "big"):
-        raise ValueError(f"{path}: the file is damaged: its CRC32 checksum does not match its contents")
+            crc, left = binascii.crc32(chunk, crc), left - len(chunk)
+    return crc == stored
 
 
 def _load_ckpt(path: str, meta_only: bool = False) -> Dict[str, Any]:
-    _verify_crc(path)
+    stored = _stored_crc(path)
     try:
-        # MindSpore strips the CRC itself; its [ERROR] lines on unparsable files would bury our one line.
+        # MindSpore checks the CRC while it reads the file (one pass); its [ERROR] lines on a damaged or
+        # unparsable file would bury our one line, and its message on a CRC mismatch blames permissions.
         with held_mindspore_logs():
-            return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None)
+            return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None,
+                                      crc_check=stored is not None)
     except (ValueError, RuntimeError, TypeError) as e:
+        if stored is not None and not _crc_matches(path, stored):
+            raise ValueError(f"{path}: the file is damaged: its CRC32 checksum does not match its contents") from e
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{path}: not a readable MindSpore checkpoint ({reason})") from e
 
