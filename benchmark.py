@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import List
 
 from src.benchmark import benchmark, format_benchmark
-from src.cli import UsageError, add_common_args, load_args_config, run, setup_context, write_report
+from src.cli import (ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context,
+                     write_report)
 from src.config import model_kwargs
 from src.sweep import format_sweep, run_sweep
 
@@ -78,9 +79,8 @@ def run_sweep_from_args(args: argparse.Namespace) -> List[dict]:
     return rows
 
 
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)  # --ckpt_file: the weights for --sweep-data (timing needs none)
     parser.add_argument("--batch-size", "--batch_size", dest="batch_sizes", type=int, nargs="+", default=[32],
                         help="batch sizes to time (default: 32)")

@@ -9,14 +9,12 @@ schedule is chosen analytically (criterion: src/budget.py); with --data the anal
 meeting the same target are also evaluated on (a subset of) the dataset and the best top-1 wins. Prints the
 `ppt:` block ready to paste into a config.
 """
-import argparse
-
 from src.budget import choose_schedule
-from src.cli import UsageError, add_common_args, load_args_config, run, setup_context
+from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser, ckpt="optional")
     parser.add_argument("--target", required=True,
                         help="MACs budget: a fraction of the baseline's (0.7) or per image with a G/M suffix (3.0G)")

@@ -4,19 +4,20 @@
     python convert.py weights.safetensors out.ckpt --model deit_tiny_patch16_224 --img_size 112 --patch_size 8
 
 Without --model the architecture is inferred from the weight shapes. The weights are loaded strictly into
-the model before the output is written (atomically), so a mismatching file never produces a .ckpt.
+the model before the output is written (atomically), so a mismatching file never produces a .ckpt. The output
+carries a CRC32. Errors are one line with exit code 1 (PPT_DEBUG=1 shows the traceback).
 """
-import argparse
-import sys
+from typing import Optional, Sequence
 
 from src.checkpoint import convert_checkpoint
+from src.cli import ArgumentParser, run
 
 _ARCH_FLAGS = {"img_size": int, "patch_size": int, "embed_dim": int, "depth": int, "num_heads": int,
                "mlp_ratio": float}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", help="input weights: .pth/.pt/.bin, .safetensors or .ckpt")
     parser.add_argument("dst", help="output MindSpore checkpoint (.ckpt)")
     parser.add_argument("--model", "--model_name", dest="model", default=None,
@@ -24,18 +25,12 @@ def main() -> None:
     parser.add_argument("--num_classes", type=int, default=None, help="default: the size of the file's head")
     for flag, kind in _ARCH_FLAGS.items():
         parser.add_argument(f"--{flag}", type=kind, default=None, help=f"override the model's {flag} (needs --model)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     overrides = {flag: getattr(args, flag) for flag in _ARCH_FLAGS if getattr(args, flag) is not None}
     if overrides and args.model is None:
-        parser.error(f"--{' --'.join(overrides)} need --model")
-    try:
-        summary = convert_checkpoint(args.src, args.dst, model_name=args.model, num_classes=args.num_classes,
-                                     **overrides)
-    except (ValueError, OSError) as e:
-        print(f"convert.py: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(summary)
+        parser.error(f"--{' --'.join(overrides)}: needs --model")
+    print(convert_checkpoint(args.src, args.dst, model_name=args.model, num_classes=args.num_classes, **overrides))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -5,14 +5,12 @@
 
 Results are printed and written as JSON to --out (default: outputs/eval_<config name>.json).
 """
-import argparse
-
-from src.cli import UsageError, add_common_args, load_args_config, run, setup_context, write_report
+from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context, write_report
 from src.evaluate import evaluate_checkpoint, format_report
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, ckpt="optional")
     parser.add_argument("--data", "--data_path", dest="data", default=None,
                         help="dataset root with <split>/<class>/<image>, or 'demo' (default: data.path)")
@@ -24,7 +22,7 @@ def main() -> None:
     parser.add_argument("--out", "--output", dest="out", default=None,
                         help="JSON results file (default: outputs/eval_<config name>.json)")
     args = parser.parse_args()
-    # Checked here rather than by argparse so the error is one line, like every other input error.
+    # Checked here rather than by argparse so the error can say why a checkpoint is needed.
     if args.ckpt_file is None:
         raise UsageError("--ckpt is required: evaluating randomly initialised weights would be meaningless")
 

@@ -8,17 +8,16 @@ path (images [N, 3, img, img] float32 -> logits) is written. The file is loaded 
 batch; a maximum logit difference above the tolerance removes it. AIR needs Ascend; ONNX needs the optional
 packages onnx and onnxruntime (see src/export.py for what the ONNX export changes).
 """
-import argparse
 from typing import Optional, Sequence
 
+from src.cli import ArgumentParser, add_common_args, load_args_config, run, setup_context
 from src.factory import build_model
-from src.cli import add_common_args, load_args_config, run, setup_context
 from src.export import DEFAULT_TOLERANCE, FORMATS, check_format_device, export_model
 from src.inference import preprocess_from_config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, ckpt="required")
     parser.add_argument("--file_format", "--format", dest="file_format", type=str.upper, choices=tuple(FORMATS),
                         default="MINDIR", help="output format (default: MINDIR)")
@@ -31,7 +30,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                              f"(default: {DEFAULT_TOLERANCE:g})")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+        parser.error(f"--batch_size: expected an int >= 1, got {args.batch_size}")
     # Format/device limits first: an impossible export should not cost a model build.
     check_format_device(args.file_format, args.device_target)
     cfg = load_args_config(args)

@@ -8,12 +8,11 @@ settings stored in it when no config is given). A checkpoint needs the config to
 fixes the batch size and image size: images are run in chunks of that batch size (the last one padded).
 Class names: --class_names FILE, else ImageNet-1k's for 1000 classes, else the demo dataset's folders.
 """
-import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
+from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
 from src.factory import build_model
-from src.cli import UsageError, add_common_args, load_args_config, run, setup_context
 from src.inference import (CellPredictor, MindIRPredictor, Preprocess, predict, preprocess_from_config,
                            preprocess_images, resolve_class_names, topk_probs)
 
@@ -21,16 +20,20 @@ WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     # An empty default makes the config optional: a MindIR from export.py carries its data settings.
     add_common_args(parser, ckpt="none", default_config="")
     parser.add_argument("--model", required=True, help="weights (.ckpt, .pth, .safetensors) or a .mindir")
     parser.add_argument("--class_names", default=None, help="text file with one class name per line")
     parser.add_argument("--topk", type=int, default=5, help="classes to print per image (default: 5)")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("images", nargs="+", help="image files (not folders)")
     args = parser.parse_args(argv)
     if args.topk < 1:
-        parser.error(f"--topk must be >= 1, got {args.topk}")
+        parser.error(f"--topk: expected an int >= 1, got {args.topk}")
+    folders = [p for p in args.images if Path(p).is_dir()]
+    if folders:
+        raise UsageError(f"{folders[0]}: is a folder, not an image file (infer.py takes image files; "
+                         f"visualize.py also searches folders)")
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:  # before loading anything: a typo should not cost a model load
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

@@ -10,14 +10,14 @@
 import argparse
 from pathlib import Path
 
-from src.cli import add_common_args, load_args_config, run, setup_context
+from src.cli import ArgumentParser, add_common_args, load_args_config, run, setup_context
 from src.train import train
 from src.train.quickstart import compare_with_baseline
 from src.train.state import weights_path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, ckpt="optional", default_config="config/demo.yaml")
     parser.add_argument("--output_dir", "--output", dest="output_dir",
                         help="checkpoints, log.jsonl and config.yaml (default: outputs/<config file stem>)")

@@ -6,16 +6,14 @@
 Writes ``<out>/<image>_block<i>.png`` per PP block and ``<out>/<image>_grid.png`` per image (see
 ``src/visualize.py``). A checkpoint is required unless ``--random-weights`` is given.
 """
-import argparse
-
+from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
 from src.factory import build_model
-from src.cli import UsageError, add_common_args, load_args_config, run, setup_context
 from src.data import resolve_data_root
 from src.visualize import collect_images, demo_images, describe_weights, visualize_images
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser, ckpt="optional")
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files, or folders searched recursively")
     parser.add_argument("--demo", type=int, metavar="N",

@@ -3,22 +3,20 @@
 Supported inputs (chosen by file extension):
 
 * ``.safetensors`` (timm): read with ``safetensors.numpy``; bfloat16 is widened by bit manipulation.
-* ``.pth`` / ``.pt`` / ``.bin`` (PyTorch zip format, e.g. the DeiT release files): read **without torch** by a
-  restricted unpickler that can only rebuild tensors and plain containers, so a malicious file cannot run code.
+* ``.pth`` / ``.pt`` / ``.bin`` (PyTorch zip format, e.g. the DeiT release files): read **without torch** by the
+  restricted unpickler of :mod:`src.torch_pickle`, so a malicious file cannot run code.
 * ``.ckpt`` (MindSpore): ``mindspore.load_checkpoint``; entries named ``meta.*`` are metadata, not weights.
+  :func:`save_weights` appends a CRC32 (``crc_check=True``), verified on every read; a file without one (written
+  elsewhere) is read unchecked.
 
 Floating tensors are returned as float32 numpy arrays; integer / bool tensors keep their dtype (DeiT has none,
 so strict loading reports them as unexpected entries).
 """
-import argparse
-import collections
-import io
+import binascii
 import math
 import os
-import pickle
 import re
-import zipfile
-from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import mindspore as ms
 import numpy as np
@@ -27,6 +25,8 @@ from safetensors import SafetensorError, deserialize, safe_open
 
 from .fileio import atomic_path
 from .models import create_model, list_models, model_spec
+from .mslog import held_mindspore_logs
+from .torch_pickle import UnsafePickleError, bf16_to_f32, quoted, read_torch_zip
 
 __all__ = [
     "CheckpointMismatchError", "UnsafePickleError", "read_state_dict", "load_state_dict", "load_weights",
@@ -40,22 +40,16 @@ TORCH_EXTS = (".pth", ".pt", ".bin")
 META_PREFIX = "meta."
 _HEAD_PREFIXES = ("head.", "head_dist.")
 _INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
+_CRC_TAG = b"crc_num"  # save_checkpoint(crc_check=True) appends it and the CRC32 as 10 big-endian bytes
+_CRC_TAIL = len(_CRC_TAG) + 10
+_SHOWN = 3  # entries listed per kind in a mismatch message
 
 
 class CheckpointMismatchError(ValueError):
     """The file's entries do not match the model's parameters one to one (names, shapes or dtypes)."""
 
 
-class UnsafePickleError(ValueError):
-    """A PyTorch file's pickle references a global outside the small allow-list (possibly malicious)."""
-
-
 # ----------------------------------------------------------------------------------------------- readers
-
-def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    """Widen raw bfloat16 bit patterns (uint16) to float32: bfloat16 is the top half of a float32."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
 
 def _as_weight(arr: np.ndarray) -> np.ndarray:
     """float16/float64 -> float32; other dtypes are kept."""
@@ -63,185 +57,70 @@ def _as_weight(arr: np.ndarray) -> np.ndarray:
 
 
 def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    name = None
     try:
         with safe_open(path, framework="np") as f:
             names = list(f.keys())
             dtypes = {name: f.get_slice(name).get_dtype() for name in names}
-            state = {name: _as_weight(f.get_tensor(name)) for name in names if dtypes[name] != "BF16"}
+            state = {}
+            for name in names:
+                if dtypes[name] != "BF16":
+                    state[name] = _as_weight(f.get_tensor(name))
+        if len(state) < len(names):
+            # safetensors.numpy cannot build bfloat16 arrays (numpy has no such dtype): take the raw bytes.
+            with open(path, "rb") as fh:
+                raw = dict(deserialize(fh.read()))
+            for name in names:
+                if dtypes[name] == "BF16":
+                    bits = np.frombuffer(bytes(raw[name]["data"]), dtype="<u2").reshape(raw[name]["shape"])
+                    state[name] = bf16_to_f32(bits)
     except SafetensorError as e:
         raise ValueError(f"{path}: not a valid safetensors file ({e})") from e
-    if len(state) < len(names):
-        # safetensors.numpy cannot build bfloat16 arrays (numpy has no such dtype): take the raw bytes.
-        with open(path, "rb") as fh:
-            raw = dict(deserialize(fh.read()))
-        for name in names:
-            if dtypes[name] == "BF16":
-                bits = np.frombuffer(bytes(raw[name]["data"]), dtype="<u2").reshape(raw[name]["shape"])
-                state[name] = _bf16_to_f32(bits)
+    # e.g. numpy's "array is too big" for a shape like [0, 2**62], which safetensors accepts (0 bytes of data)
+    except (ValueError, OverflowError, MemoryError) as e:
+        raise ValueError(f"{path}: tensor {quoted(str(name))} cannot be built ({type(e).__name__}: "
+                         f"{str(e)[:120]})") from e
     return {name: state[name] for name in names}
-
-
-class _StorageType(NamedTuple):
-    """Stand-in for ``torch.<X>Storage`` (a NamedTuple, so a pickle BUILD cannot mutate it)."""
-    name: str
-    dtype: str
-    bfloat16: bool
-
-
-class _Storage(NamedTuple):
-    """A storage record of the zip: a flat array in native byte order."""
-    data: np.ndarray
-    bfloat16: bool
-
-
-_STORAGE_TYPES = {
-    name: _StorageType(name, dtype, name == "BFloat16Storage")
-    for name, dtype in (
-        ("FloatStorage", "f4"), ("DoubleStorage", "f8"), ("HalfStorage", "f2"), ("BFloat16Storage", "u2"),
-        ("LongStorage", "i8"), ("IntStorage", "i4"), ("ShortStorage", "i2"), ("CharStorage", "i1"),
-        ("ByteStorage", "u1"), ("BoolStorage", "?"),
-    )
-}
-
-
-def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any = None,
-                       backward_hooks: Any = None, metadata: Any = None) -> np.ndarray:
-    """numpy twin of ``torch._utils._rebuild_tensor_v2``: a (copied) strided view into a storage.
-
-    Every argument comes from an untrusted pickle, so types and bounds are checked before ``as_strided``
-    (which would otherwise read outside the buffer). ``requires_grad``/hooks/metadata do not affect values.
-    """
-    if not isinstance(storage, _Storage):
-        raise ValueError(f"_rebuild_tensor_v2: expected a storage, got {type(storage).__name__}")
-    ints = (storage_offset, *size, *stride) if isinstance(size, tuple) and isinstance(stride, tuple) else None
-    if ints is None or len(size) != len(stride) or not all(type(v) is int and v >= 0 for v in ints):
-        raise ValueError(f"_rebuild_tensor_v2: bad offset/size/stride {storage_offset!r} {size!r} {stride!r}")
-    flat = storage.data
-    if math.prod(size) == 0:
-        out = np.zeros(size, dtype=flat.dtype)
-    else:
-        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if last >= flat.size:
-            raise ValueError(f"_rebuild_tensor_v2: tensor of size {size} stride {stride} offset {storage_offset} "
-                             f"reaches element {last} of a storage with {flat.size} elements")
-        item = flat.itemsize
-        out = np.lib.stride_tricks.as_strided(flat[storage_offset:], shape=size,
-                                              strides=tuple(s * item for s in stride), writeable=False).copy()
-    return _bf16_to_f32(out) if storage.bfloat16 else out
-
-
-def _rebuild_parameter(data: Any, requires_grad: Any = None, backward_hooks: Any = None,
-                       state: Any = None) -> np.ndarray:
-    """numpy twin of ``torch._utils._rebuild_parameter(_with_state)``: a Parameter is just its tensor here."""
-    if not isinstance(data, np.ndarray):
-        raise ValueError(f"_rebuild_parameter: expected a tensor, got {type(data).__name__}")
-    return data
-
-
-_ALLOWED_GLOBALS: Dict[Tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    # DeiT's main.py stores its argparse namespace next to the weights ({"model": ..., "args": args}).
-    ("argparse", "Namespace"): argparse.Namespace,
-    **{("torch", name): storage_type for name, storage_type in _STORAGE_TYPES.items()},
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for ``data.pkl`` that resolves only allow-listed globals and reads storages from the zip."""
-
-    def __init__(self, path: str, archive: zipfile.ZipFile, prefix: str, byteorder: str) -> None:
-        super().__init__(io.BytesIO(archive.read(f"{prefix}data.pkl")))
-        self._path, self._archive, self._prefix, self._byteorder = path, archive, prefix, byteorder
-        self._storages: Dict[str, _Storage] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"{self._path}: refusing to unpickle global '{module}.{name}': only tensors, storages and plain "
-                "containers are allowed (not a plain state dict, or a malicious file)") from None
-
-    def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and type(pid[4]) is int):
-            raise ValueError(f"unsupported persistent id {pid!r} (expected a tensor storage)")
-        storage_type, key, numel = pid[1], pid[2], pid[4]
-        if key not in self._storages:
-            record = f"{self._prefix}data/{key}"
-            try:
-                raw = self._archive.read(record)
-            except KeyError:
-                raise ValueError(f"storage record '{record}' is missing") from None
-            dtype = np.dtype(storage_type.dtype).newbyteorder("<" if self._byteorder == "little" else ">")
-            if len(raw) < numel * dtype.itemsize:
-                raise ValueError(f"storage record '{record}' has {len(raw)} bytes, "
-                                 f"expected {numel} x {storage_type.name} ({numel * dtype.itemsize} bytes)")
-            data = np.frombuffer(raw, dtype=dtype, count=numel).astype(dtype.newbyteorder("="))
-            self._storages[key] = _Storage(data, storage_type.bfloat16)
-        return self._storages[key]
-
-
-def _archive_prefix(path: str, archive: zipfile.ZipFile) -> str:
-    """The single top-level folder holding ``data.pkl`` (torch names it after the file, e.g. ``archive/``)."""
-    prefixes = [name[: -len("data.pkl")] for name in archive.namelist()
-                if name.endswith("/data.pkl") and name.count("/") == 1]
-    if len(prefixes) != 1:
-        raise ValueError(f"{path}: not a PyTorch checkpoint: expected one '<folder>/data.pkl' record in the zip, "
-                         f"found {len(prefixes)}")
-    return prefixes[0]
-
-
-def _unwrap_state_dict(path: str, obj: Any) -> Dict[str, np.ndarray]:
-    """Accept a bare state dict or the DeiT release layout ``{"model": state_dict, ...}``."""
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    elif not (isinstance(obj, dict) and obj and all(isinstance(v, np.ndarray) for v in obj.values())):
-        found = f"dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{path}: expected a state dict or {{'model': state_dict}}, found a {found}")
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, np.ndarray):
-            raise ValueError(f"{path}: state dict entry {key!r} is a {type(value).__name__}, expected a tensor")
-    if not obj:
-        raise ValueError(f"{path}: the state dict is empty")
-    return {key: _as_weight(value) for key, value in obj.items()}
-
-
-def _read_torch(path: str) -> Dict[str, np.ndarray]:
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a PyTorch zip checkpoint (legacy torch<1.6 format or not a torch file); "
-                         "re-save it with a recent torch: torch.save(torch.load(f), f)")
-    with zipfile.ZipFile(path) as archive:
-        prefix = _archive_prefix(path, archive)
-        names = set(archive.namelist())
-        # Files from before the byteorder record existed were written on little-endian machines.
-        record = f"{prefix}byteorder"
-        byteorder = archive.read(record).decode().strip() if record in names else "little"
-        if byteorder not in ("little", "big"):
-            raise ValueError(f"{path}: unknown byteorder record {byteorder!r}, expected 'little' or 'big'")
-        try:
-            obj = _RestrictedUnpickler(path, archive, prefix, byteorder).load()
-        except UnsafePickleError:
-            raise
-        except (pickle.UnpicklingError, zipfile.BadZipFile, ValueError, EOFError, TypeError, AttributeError,
-                IndexError) as e:
-            raise ValueError(f"{path}: cannot rebuild the tensors of {prefix}data.pkl "
-                             f"({type(e).__name__}: {e})") from e
-    return _unwrap_state_dict(path, obj)
 
 
 def _is_meta(name: str) -> bool:
     return name.startswith(META_PREFIX)
 
 
+def _stored_crc(path: str) -> Optional[int]:
+    """The CRC32 that ``save_checkpoint(crc_check=True)`` appends, or None for a file without one (written
+    elsewhere: read unchecked); refuses an empty file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(size - _CRC_TAIL, 0))
+        tail = f.read()
+    has_crc = size >= _CRC_TAIL and tail.startswith(_CRC_TAG)
+    if size - (_CRC_TAIL if has_crc else 0) == 0:
+        raise ValueError(f"{path}: the checkpoint is empty ({size} bytes): it holds no tensors")
+    return int.from_bytes(tail[len(_CRC_TAG):], "big") if has_crc else None
+
+
+def _crc_matches(path: str, stored: int) -> bool:
+    left, crc = os.path.getsize(path) - _CRC_TAIL, 0
+    with open(path, "rb") as f:
+        while left > 0 and (chunk := f.read(min(left, 16 << 20))):
+            crc, left = binascii.crc32(chunk, crc), left - len(chunk)
+    return crc == stored
+
+
 def _load_ckpt(path: str, meta_only: bool = False) -> Dict[str, Any]:
+    stored = _stored_crc(path)
     try:
-        return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None)
+        # MindSpore checks the CRC while it reads the file (one pass); its [ERROR] lines on a damaged or
+        # unparsable file would bury our one line, and its message on a CRC mismatch blames permissions.
+        with held_mindspore_logs():
+            return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None,
+                                      crc_check=stored is not None)
     except (ValueError, RuntimeError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({e})") from e
+        if stored is not None and not _crc_matches(path, stored):
+            raise ValueError(f"{path}: the file is damaged: its CRC32 checksum does not match its contents") from e
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({reason})") from e
 
 
 def _read_ckpt(path: str) -> Dict[str, np.ndarray]:
@@ -275,7 +154,7 @@ def read_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
     if ext == ".safetensors":
         return _read_safetensors(path)
     if ext in TORCH_EXTS:
-        return _read_torch(path)
+        return read_torch_zip(path)
     if ext == ".ckpt":
         return _read_ckpt(path)
     raise ValueError(f"{path}: unsupported checkpoint extension '{ext}', expected .safetensors, "
@@ -296,16 +175,16 @@ def load_state_dict(model: nn.Cell, state: Dict[str, np.ndarray], drop_head: boo
                     source: str = "state dict") -> None:
     """Strictly copy ``state`` into ``model``'s parameters (names from ``model.parameters_and_names()``).
 
-    Missing, unexpected, wrong-shaped or non-floating entries raise one CheckpointMismatchError listing them
-    all; nothing is assigned unless everything matches. ``drop_head=True`` ignores ``head.*``/``head_dist.*``
-    in ``state`` and keeps the model's own heads (fine-tuning to another class count).
+    Missing, unexpected, wrong-shaped or non-floating entries raise one CheckpointMismatchError counting each
+    kind and naming the first few; nothing is assigned unless everything matches. ``drop_head=True`` ignores
+    ``head.*``/``head_dist.*`` in ``state`` and keeps the model's own heads (fine-tuning to another class count).
     """
     params = {name: param for name, param in model.parameters_and_names()
               if not (drop_head and _is_head(name))}
     if drop_head:
         state = {name: value for name, value in state.items() if not _is_head(name)}
     missing = [f"{n} {_fmt_shape(tuple(p.shape))}" for n, p in params.items() if n not in state]
-    unexpected = [f"{n} {_fmt_shape(v.shape)}" for n, v in state.items() if n not in params]
+    unexpected = [f"{quoted(n)[1:-1]} {_fmt_shape(v.shape)}" for n, v in state.items() if n not in params]
     wrong = []
     for name, value in state.items():
         if name not in params:
@@ -316,8 +195,9 @@ def load_state_dict(model: nn.Cell, state: Dict[str, np.ndarray], drop_head: boo
         elif not np.issubdtype(value.dtype, np.floating):
             wrong.append(f"{name} file dtype {value.dtype} vs model {params[name].dtype}")
     if missing or unexpected or wrong:
-        parts = [f"{label} {len(items)}: [{'; '.join(items)}]" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("mismatched", wrong)) if items]
+        parts = [f"{label} {len(items)}: [{'; '.join(items[:_SHOWN])}{'; ...' if len(items) > _SHOWN else ''}]"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("mismatched", wrong))
+                 if items]
         raise CheckpointMismatchError(f"{source} does not match the model: {' | '.join(parts)}")
     for name, param in params.items():
         param.set_data(ms.Tensor(state[name], dtype=param.dtype))
@@ -349,7 +229,7 @@ def save_weights(model: nn.Cell, path: PathLike, meta: Optional[Dict[str, MetaVa
     """Write ``model``'s parameters to a MindSpore ``.ckpt`` atomically, with ``meta`` under ``meta.<key>``.
 
     The file appears complete or not at all: it is written to a temporary name in the same folder and then
-    moved into place with ``os.replace``.
+    moved into place with ``os.replace``. It carries a CRC32, so later damage is refused on reading.
     """
     path = os.fspath(path)
     if not path.endswith(".ckpt"):
@@ -360,7 +240,7 @@ def save_weights(model: nn.Cell, path: PathLike, meta: Optional[Dict[str, MetaVa
     append = {META_PREFIX + key: _meta_entry(key, value) for key, value in (meta or {}).items()}
     entries = [{"name": name, "data": param} for name, param in model.parameters_and_names()]
     with atomic_path(path, suffix=".tmp.ckpt") as tmp:
-        ms.save_checkpoint(entries, tmp, append_dict=append)
+        ms.save_checkpoint(entries, tmp, append_dict=append, crc_check=True)
 
 
 def read_checkpoint_meta(path: PathLike) -> Dict[str, MetaValue]:
@@ -378,7 +258,7 @@ def read_checkpoint_meta(path: PathLike) -> Dict[str, MetaValue]:
 
 def _entry(state: Dict[str, np.ndarray], name: str, ndim: int, source: str) -> np.ndarray:
     if name not in state:
-        raise ValueError(f"{source}: cannot infer the architecture: no '{name}' entry (pass --model)")
+        raise ValueError(f"{source}: cannot infer the architecture: no '{name}' entry (name the model explicitly)")
     if state[name].ndim != ndim:
         raise ValueError(f"{source}: cannot infer the architecture: '{name}' has shape "
                          f"{_fmt_shape(state[name].shape)}, expected {ndim} dims")
@@ -411,7 +291,7 @@ def infer_model_args(state: Dict[str, np.ndarray], source: str = "state dict") -
                   and model_spec(name).embed_dim == embed_dim]
     if not candidates:
         raise ValueError(f"{source}: cannot infer num_heads: embed_dim {embed_dim} (distilled={distilled}) matches "
-                         "no registered model; pass --model NAME with --embed_dim/--num_heads/... overrides")
+                         "no registered model; name the model and its architecture overrides explicitly")
     overrides = {name: {k: v for k, v in arch.items() if getattr(model_spec(name), k) != v} for name in candidates}
     best = min(candidates, key=lambda name: len(overrides[name]))
     return best, head.shape[0], overrides[best]

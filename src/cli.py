@@ -1,21 +1,49 @@
 """What every top-level script shares: the model-zoo flags, the MindSpore context, the JSON report, and turning
-expected errors into one line on stderr instead of a traceback."""
+expected errors into one line on stderr instead of a traceback.
+
+Every error a script reports -- a bad command line included -- is one line ``prog: error: ...`` on stderr with
+exit code 1 (``-h`` prints the usage); ``PPT_DEBUG=1`` shows the traceback of errors raised after parsing.
+"""
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import mindspore as ms
 
 from .config import load_config
 from .fileio import write_json_atomic
+from .mslog import held_mindspore_logs
 
 DEVICES = ("Ascend", "GPU", "CPU")
 
 
 class UsageError(ValueError):
     """A bad command line or input the script can name precisely (reported as one line)."""
+
+
+# (flag, value) of the options of the last parsed command line, so that run() can name the flag that gave a
+# path an OSError is about (e.g. an unwritable --output_dir).
+_GIVEN_PATHS: List[Tuple[str, str]] = []
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the scripts' one-line errors: ``prog: error: --flag: message`` and exit code 1, without the
+    usage block (``-h`` shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse says "argument --device_target/--device: invalid choice ..."; name the flag once.
+        message = re.sub(r"^argument ([^/:]+)(/[^:]+)?: ", r"\1: ", message)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,
+                         namespace: Optional[argparse.Namespace] = None) -> Tuple[argparse.Namespace, List[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        _GIVEN_PATHS[:] = [(action.option_strings[0], value) for action in self._actions if action.option_strings
+                           and isinstance(value := getattr(parsed, action.dest, None), str) and value]
+        return parsed, rest
 
 
 def add_common_args(parser: argparse.ArgumentParser, ckpt: str = "optional",
@@ -39,9 +67,12 @@ def setup_context(device_target: str, mode: str = "graph") -> None:
     """Select the device and execution mode; an unavailable device is a clear error, not a silent CPU run."""
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     try:
-        ms.set_device(device_target)
+        # MindSpore logs why the device's libraries are missing before raising; our one line says it.
+        with held_mindspore_logs():
+            ms.set_device(device_target)
     except (RuntimeError, ValueError) as e:
-        raise UsageError(f"--device_target {device_target}: not available on this machine ({str(e).split('. ')[0]})") from e
+        raise UsageError(f"--device_target {device_target}: not available on this machine "
+                         f"({str(e).split('. ')[0]})") from e
 
 
 def load_args_config(args: argparse.Namespace) -> Dict[str, Any]:
@@ -58,6 +89,22 @@ def write_report(args: argparse.Namespace, report: Dict[str, Any], text: str, ki
     print(f"results written to {out}")
 
 
+def _os_error_line(e: OSError) -> str:
+    """``[Errno 13] Permission denied: 'out/x'`` as ``--output_dir out: out/x: Permission denied`` when a flag
+    of the command line gave that path or a folder above it."""
+    if e.filename is None or not e.strerror:
+        return str(e)
+    path = os.path.abspath(os.fsdecode(e.filename))
+    where = os.fsdecode(e.filename) + (f" -> {os.fsdecode(e.filename2)}" if e.filename2 is not None else "")
+    for flag, value in _GIVEN_PATHS:
+        given = os.path.abspath(value)
+        if path == given:
+            return f"{flag} {value}: {e.strerror}"
+        if path.startswith(given.rstrip(os.sep) + os.sep):
+            return f"{flag} {value}: {where}: {e.strerror}"
+    return f"{where}: {e.strerror}"
+
+
 def run(main: Callable[[], Any], prog: Optional[str] = None) -> None:
     """Run ``main``; expected errors (bad config, input, checkpoint, file) end the process with one line and
     exit code 1. ``PPT_DEBUG=1`` re-raises them with the traceback."""
@@ -67,5 +114,5 @@ def run(main: Callable[[], Any], prog: Optional[str] = None) -> None:
     except (ValueError, OSError) as e:
         if os.environ.get("PPT_DEBUG") == "1":
             raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {_os_error_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
         sys.exit(1)

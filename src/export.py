@@ -20,6 +20,7 @@ check passed (max abs logit difference <= ``tolerance``); a file that fails the 
 """
 import json
 import os
+import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ def export_model(model: nn.Cell, file_name: Union[str, os.PathLike], file_format
         seed: seed of the random check batch.
 
     Raises:
-        ExportError: the format cannot be exported here. VerificationError: the check failed (file removed).
+        ExportError: the format cannot be exported here, or nothing can be written at the target (checked first).
+        VerificationError: the check failed (file removed).
     """
     fmt = _check_format(file_format)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -126,8 +128,7 @@ def export_model(model: nn.Cell, file_name: Union[str, os.PathLike], file_format
         raise ExportError(f"AIR export needs an Ascend device, this context runs on "
                           f"{ms.get_context('device_target')}; use MINDIR here")
     target = output_path(file_name, fmt)
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"{target}: output folder {target.parent} does not exist")
+    _check_target(target)  # before the minutes of compiling, exporting and verifying
     onnx_mods = _onnx_modules() if fmt == "ONNX" else None
 
     model.set_train(False)
@@ -165,7 +166,10 @@ def export_model(model: nn.Cell, file_name: Union[str, os.PathLike], file_format
             if not diff <= tolerance:  # also catches NaN
                 raise VerificationError(f"{target}: the exported {fmt} file disagrees with the model: max abs "
                                         f"logit difference {diff:.3g} > {tolerance:g}; file removed")
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as e:  # the target changed since _check_target (e.g. a folder appeared)
+            raise ExportError(f"{target}: cannot write the file ({e.strerror})") from e
     finally:
         for leftover in target.parent.glob(tmp_stem.name + "*"):
             leftover.unlink()
@@ -210,6 +214,22 @@ def _check_format(file_format: str) -> str:
     if fmt not in FORMATS:
         raise ExportError(f"file_format: expected one of {', '.join(FORMATS)}, got {file_format!r}")
     return fmt
+
+
+def _check_target(target: Path) -> None:
+    """The exported file can be put at ``target``: its folder exists and takes new files, and no folder has
+    the file's name. Checked by creating (and removing) a file there: permission bits alone miss read-only
+    mounts and do not apply to root."""
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"{target}: output folder {target.parent} does not exist")
+    if target.is_dir():
+        raise ExportError(f"{target}: a folder of that name exists; choose another file name")
+    try:
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.probe-")
+    except OSError as e:
+        raise ExportError(f"{target}: cannot write in folder {target.parent} ({e.strerror})") from None
+    os.close(fd)
+    os.remove(probe)
 
 
 def _onnx_modules() -> Tuple[Any, Any]:

@@ -1,5 +1,4 @@
 """Tests for src/checkpoint.py and convert.py: torch-free .pth reading, safetensors, strict loading, .ckpt I/O."""
-import argparse
 import json
 import os
 import pickle
@@ -8,8 +7,9 @@ import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -20,6 +20,7 @@ from src.checkpoint import (CheckpointMismatchError, UnsafePickleError, infer_mo
 from src.models import create_model
 
 from .conftest import FIXTURES, MINI_ARCH, MINI_CLASSES
+from .torch_zip import p_global, p_ordered_dict, p_str, p_tensor, state_to_pth, write_pth, write_zip
 
 REPO = Path(__file__).resolve().parents[1]
 MINI_PTH = FIXTURES / "deit_mini.pth"
@@ -33,82 +34,6 @@ def _mini(num_classes: int = MINI_CLASSES):
 
 def _params(model) -> Dict[str, np.ndarray]:
     return {name: param.asnumpy().copy() for name, param in model.parameters_and_names()}
-
-
-# --- a minimal torch-free writer of PyTorch zip checkpoints, emitting the pickle opcodes torch.save emits ---
-
-def _p_str(text: str) -> bytes:
-    raw = text.encode()
-    return pickle.BINUNICODE + struct.pack("<I", len(raw)) + raw
-
-
-def _p_int(value: int) -> bytes:
-    return pickle.BININT + struct.pack("<i", value)
-
-
-def _p_ints(values: Tuple[int, ...]) -> bytes:
-    return pickle.MARK + b"".join(map(_p_int, values)) + pickle.TUPLE
-
-
-def _p_global(module: str, name: str) -> bytes:
-    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
-
-
-def _p_ordered_dict() -> bytes:
-    return _p_global("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE
-
-
-def _p_embed(obj) -> bytes:
-    """A plain object pickled by the standard library, without its PROTO header and STOP."""
-    return pickle.dumps(obj, protocol=2)[2:-1]
-
-
-def _p_tensor(key: str, storage_type: str, numel: int, offset: int, shape, stride) -> bytes:
-    storage = (pickle.MARK + _p_str("storage") + _p_global("torch", storage_type) + _p_str(key) + _p_str("cpu")
-               + _p_int(numel) + pickle.TUPLE + pickle.BINPERSID)
-    args = storage + _p_int(offset) + _p_ints(shape) + _p_ints(stride) + pickle.NEWFALSE + _p_ordered_dict()
-    return _p_global("torch._utils", "_rebuild_tensor_v2") + pickle.MARK + args + pickle.TUPLE + pickle.REDUCE
-
-
-def _write_zip(path: Path, pkl: bytes, storages: Dict[str, bytes], byteorder: str = "little") -> None:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("archive/data.pkl", pkl)
-        zf.writestr("archive/byteorder", byteorder)
-        for key, raw in storages.items():
-            zf.writestr(f"archive/data/{key}", raw)
-        zf.writestr("archive/version", "3\n")
-
-
-def _write_pth(path: Path, entries: Dict[str, tuple], storages: Dict[str, bytes], storage_type: str = "FloatStorage",
-               byteorder: str = "little", wrap: bool = True) -> None:
-    """``entries``: name -> (storage key, numel, offset, shape, stride). Mirrors torch: an OrderedDict state dict
-    with ``_metadata`` set by BUILD; ``wrap`` gives DeiT's training layout {"model", "epoch", "args"}."""
-    items = b"".join(_p_str(name) + _p_tensor(key, storage_type, *rest) for name, (key, *rest) in entries.items())
-    state = (_p_ordered_dict() + pickle.MARK + items + pickle.SETITEMS
-             + _p_embed({"_metadata": {"": {"version": 1}}}) + pickle.BUILD)
-    if wrap:
-        state = (pickle.EMPTY_DICT + pickle.MARK + _p_str("model") + state + _p_str("epoch") + _p_int(5)
-                 + _p_str("args") + _p_embed(argparse.Namespace(lr=5e-4)) + pickle.SETITEMS)
-    _write_zip(path, pickle.PROTO + b"\x02" + state + pickle.STOP, storages, byteorder)
-
-
-def _encode(x: np.ndarray, storage_type: str, byteorder: str) -> bytes:
-    order = "<" if byteorder == "little" else ">"
-    if storage_type == "BFloat16Storage":
-        return (x.astype(np.float32).view(np.uint32) >> 16).astype(order + "u2").tobytes()
-    kind = {"FloatStorage": "f4", "HalfStorage": "f2", "DoubleStorage": "f8"}[storage_type]
-    return x.astype(order + kind).tobytes()
-
-
-def _state_to_pth(path: Path, state: Dict[str, np.ndarray], storage_type: str = "FloatStorage",
-                  byteorder: str = "little", wrap: bool = True) -> None:
-    """One contiguous storage per tensor, like ``torch.save(model.state_dict())``."""
-    entries, storages = {}, {}
-    for i, (name, x) in enumerate(state.items()):
-        stride = tuple(int(np.prod(x.shape[d + 1:])) for d in range(x.ndim))
-        entries[name] = (str(i), x.size, 0, x.shape, stride)
-        storages[str(i)] = _encode(x, storage_type, byteorder)
-    _write_pth(path, entries, storages, storage_type, byteorder, wrap)
 
 
 def _assert_same(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> None:
@@ -149,7 +74,7 @@ def test_pth_dtypes_and_byteorder(tmp_path, storage_type, byteorder):
     expected = {"FloatStorage": x, "DoubleStorage": x, "HalfStorage": x.astype(np.float16).astype(np.float32),
                 "BFloat16Storage": ((x.view(np.uint32) >> 16) << 16).view(np.float32)}[storage_type]
     path = tmp_path / "w.pt"
-    _state_to_pth(path, {"w": x, "b": x[0]}, storage_type, byteorder, wrap=False)
+    state_to_pth(path, {"w": x, "b": x[0]}, storage_type, byteorder, wrap=False)
     state = read_state_dict(path)
     _assert_same(state, {"w": expected, "b": expected[0]})
 
@@ -160,7 +85,7 @@ def test_pth_views_offsets_and_shared_storage(tmp_path):
                "row": ("0", 24, 20, (4,), (1,)),
                "every5": ("0", 24, 0, (5,), (5,))}
     path = tmp_path / "views.bin"
-    _write_pth(path, entries, {"0": flat.tobytes()}, wrap=False)
+    write_pth(path, entries, {"0": flat.tobytes()}, wrap=False)
     state = read_state_dict(path)
     np.testing.assert_array_equal(state["t"], flat[2:14].reshape(4, 3).T)
     np.testing.assert_array_equal(state["row"], flat[20:24])
@@ -170,16 +95,16 @@ def test_pth_views_offsets_and_shared_storage(tmp_path):
 def test_pth_saved_parameters(tmp_path):
     # torch.save({"w": nn.Parameter(t)}) wraps the tensor in _rebuild_parameter(tensor, requires_grad, hooks).
     x = np.arange(6, dtype=np.float32)
-    param = (_p_global("torch._utils", "_rebuild_parameter") + pickle.MARK + _p_tensor("0", "FloatStorage", 6, 0,
-             (2, 3), (3, 1)) + pickle.NEWTRUE + _p_ordered_dict() + pickle.TUPLE + pickle.REDUCE)
-    pkl = pickle.PROTO + b"\x02" + _p_ordered_dict() + pickle.MARK + _p_str("w") + param + pickle.SETITEMS + pickle.STOP
-    _write_zip(tmp_path / "p.pth", pkl, {"0": x.tobytes()})
+    param = (p_global("torch._utils", "_rebuild_parameter") + pickle.MARK + p_tensor("0", "FloatStorage", 6, 0,
+             (2, 3), (3, 1)) + pickle.NEWTRUE + p_ordered_dict() + pickle.TUPLE + pickle.REDUCE)
+    pkl = pickle.PROTO + b"\x02" + p_ordered_dict() + pickle.MARK + p_str("w") + param + pickle.SETITEMS + pickle.STOP
+    write_zip(tmp_path / "p.pth", pkl, {"0": x.tobytes()})
     np.testing.assert_array_equal(read_state_dict(tmp_path / "p.pth")["w"], x.reshape(2, 3))
 
 
 def test_pth_out_of_bounds_view_is_refused(tmp_path):
     path = tmp_path / "oob.pth"
-    _write_pth(path, {"w": ("0", 4, 1, (4,), (1,))}, {"0": np.zeros(4, np.float32).tobytes()}, wrap=False)
+    write_pth(path, {"w": ("0", 4, 1, (4,), (1,))}, {"0": np.zeros(4, np.float32).tobytes()}, wrap=False)
     with pytest.raises(ValueError, match=r"oob\.pth.*reaches element 4 of a storage with 4 elements"):
         read_state_dict(path)
 
@@ -210,7 +135,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, protocol):
     assert marker.exists()
     marker.unlink()
     path = tmp_path / "evil.pth"
-    _write_zip(path, payload, {})
+    write_zip(path, payload, {})
     refused = rf"evil\.pth: refusing to unpickle global '{os.system.__module__}\.system'"
     with pytest.raises(UnsafePickleError, match=refused):
         read_state_dict(path)
@@ -226,7 +151,7 @@ def test_unreadable_inputs(tmp_path):
     (tmp_path / "legacy.pth").write_bytes(pickle.dumps({"w": 1}))
     with pytest.raises(ValueError, match=r"legacy\.pth: not a PyTorch zip checkpoint.*re-save"):
         read_state_dict(tmp_path / "legacy.pth")
-    _write_zip(tmp_path / "list.pth", pickle.dumps([1, 2], protocol=2), {})
+    write_zip(tmp_path / "list.pth", pickle.dumps([1, 2], protocol=2), {})
     with pytest.raises(ValueError, match=r"list\.pth: expected a state dict or \{'model': state_dict\}, found a list"):
         read_state_dict(tmp_path / "list.pth")
     (tmp_path / "bad.ckpt").write_bytes(b"garbage" * 8)
@@ -304,6 +229,72 @@ def test_save_weights_rejects_bad_input(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def _flip_middle(path: Path, n: int = 40) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + n] = bytes(b ^ 0xFF for b in data[mid:mid + n])
+    path.write_bytes(bytes(data))
+
+
+def test_weights_carry_a_crc_and_damage_is_refused(tmp_path):
+    # Before: 40 flipped bytes in a train.py weights file loaded silently (ten values became -534..3019).
+    path = tmp_path / "w.ckpt"
+    save_weights(_mini(), path, meta={"epoch": 3})
+    assert path.read_bytes()[-17:-10] == b"crc_num"
+    _flip_middle(path)
+    model = _mini()
+    before = _params(model)
+    with pytest.raises(ValueError) as info:
+        load_weights(model, path)
+    assert str(info.value) == f"{path}: the file is damaged: its CRC32 checksum does not match its contents"
+    _assert_same(_params(model), before)
+    with pytest.raises(ValueError, match="damaged"):
+        read_checkpoint_meta(path)
+
+
+def test_ckpt_without_crc_still_loads_quietly(tmp_path, capfd):
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+
+    source = _mini()
+    load_weights(source, MINI_PTH)
+    path = tmp_path / "elsewhere.ckpt"
+    ms.save_checkpoint(source, str(path))  # no CRC, as other tools write them
+    assert path.read_bytes()[-17:-10] != b"crc_num"
+    capfd.readouterr()
+    model = _mini()
+    load_weights(model, path)
+    _assert_same(_params(model), read_state_dict(MINI_PTH))
+    assert capfd.readouterr().err == ""  # no MindSpore warning about the missing CRC
+
+
+def test_empty_ckpt_says_so(tmp_path):
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.ckpt: the checkpoint is empty \(0 bytes\): it holds no tensors$"):
+        read_state_dict(tmp_path / "empty.ckpt")
+    (tmp_path / "crc_only.ckpt").write_bytes(b"crc_num" + zlib.crc32(b"").to_bytes(10, "big"))
+    with pytest.raises(ValueError, match=r"crc_only\.ckpt: the checkpoint is empty \(17 bytes\)"):
+        read_state_dict(tmp_path / "crc_only.ckpt")
+
+
+def test_architecture_mismatch_names_a_few_and_counts(tmp_path):
+    # Before: every one of the ~150 entries was listed (6 KB).
+    model = create_model("deit_tiny_patch16_224", num_classes=MINI_CLASSES)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_weights(model, MINI_ST)
+    message = str(info.value)
+    assert len(message) < 600 and "\n" not in message
+    assert "mismatched 151: [" in message and message.count(" vs model ") == 3 and "; ...]" in message
+
+
+def test_safetensors_with_a_huge_zero_size_shape_names_the_file(tmp_path):
+    header = json.dumps({"w": {"dtype": "F32", "shape": [0, 2 ** 62], "data_offsets": [0, 0]}}).encode()
+    path = tmp_path / "zero.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(ValueError, match=r"zero\.safetensors: tensor 'w' cannot be built \(ValueError: array is too "
+                                         r"big"):
+        read_state_dict(path)
+
+
 # ------------------------------------------------------------------------------------------------ convert
 
 def _zeros_state(shapes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
@@ -333,12 +324,13 @@ def test_convert_infers_a_registered_arch(tmp_path):
     model = create_model("deit_tiny_distilled_patch16_224", num_classes=7)
     rng = np.random.default_rng(0)
     state = {name: rng.standard_normal(p.shape).astype(np.float32) for name, p in model.parameters_and_names()}
-    _state_to_pth(tmp_path / "src.pth", state)
+    state_to_pth(tmp_path / "src.pth", state)
     result = _convert("src.pth", "out.ckpt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines() == [
         f"converted src.pth ({len(state)} tensors) -> out.ckpt: deit_tiny_distilled_patch16_224 (num_classes=7)"]
     _assert_same(read_state_dict(tmp_path / "out.ckpt"), state)
+    assert (tmp_path / "out.ckpt").read_bytes()[-17:-10] == b"crc_num"
     assert read_checkpoint_meta(tmp_path / "out.ckpt") == {
         "model": "deit_tiny_distilled_patch16_224", "num_classes": 7, "source": "src.pth"}
 

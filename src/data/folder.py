@@ -18,6 +18,10 @@ __all__ = ["IMAGE_EXTENSIONS", "FolderScan", "scan_image_folder", "check_num_cla
 
 # Matched case-insensitively against the file suffix.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+# Pillow modes whose convert("RGB") is right (8 bits per channel), and 16-bit grey, scaled by load_rgb.
+_EIGHT_BIT_MODES = frozenset({"1", "L", "P", "LA", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV"})
+_SIXTEEN_BIT_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_MODE_NAMES = {"I": " (32-bit integer pixels)", "F": " (32-bit float pixels)", "LAB": " (CIELAB)"}
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,19 @@ def check_num_classes(classes: Sequence[str], num_classes: int, where: str | os.
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to an RGB ``uint8`` array of shape ``[H, W, 3]``.
 
-    Raises whatever PIL raises for unreadable, truncated or unsupported files (``OSError`` in most cases);
-    callers decide whether that is fatal.
+    8-bit images of every Pillow mode with a defined conversion (grey, palette, alpha, CMYK, YCbCr, HSV) are
+    converted by Pillow; 16-bit grey images (``I;16*``: 16-bit PNG and TIFF) are scaled from 0..65535 to
+    0..255. Other modes raise ValueError instead of coming out silently wrong: Pillow would clip 32-bit
+    integer (``I``) and float (``F``) pixels to 0 or 255 (their range is not defined by the format), and its
+    CIELAB (``LAB``) conversion swaps colours. Unreadable, truncated or unsupported files raise whatever PIL
+    raises (``OSError`` in most cases); callers decide whether that is fatal.
     """
     with Image.open(path) as img:
+        if img.mode in _SIXTEEN_BIT_GREY:
+            grey = np.asarray(img).astype(np.uint32)
+            return np.repeat(((grey * 255 + 32767) // 65535).astype(np.uint8)[..., None], 3, axis=2)
+        if img.mode not in _EIGHT_BIT_MODES:
+            raise ValueError(f"pixel format {img.mode}{_MODE_NAMES.get(img.mode, '')} has no defined conversion "
+                             f"to 8-bit RGB; convert the image to 8-bit RGB first")
         # convert() forces the full decode, so truncated files fail here rather than later.
         return np.asarray(img.convert("RGB"))
