@@ -12,16 +12,14 @@ sets and thresholds) instead, writing CSV, JSON and a PNG plot (see src/sweep.py
 """
 import argparse
 from pathlib import Path
-from typing import List
 
 from src.benchmark import benchmark, format_benchmark
-from src.cli import (ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context,
-                     write_report)
+from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context, write_report
 from src.config import model_kwargs
 from src.sweep import format_sweep, run_sweep
 
 
-def _layer_set(text: str) -> List[int]:
+def _layer_set(text: str) -> list[int]:
     try:
         layers = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -56,7 +54,7 @@ def add_sweep_args(parser: argparse.ArgumentParser) -> None:
                        help="output prefix (default: outputs/sweep_<config name>)")
 
 
-def run_sweep_from_args(args: argparse.Namespace) -> List[dict]:
+def run_sweep_from_args(args: argparse.Namespace) -> list[dict]:
     """Run the sweep described by the ``--sweep*`` flags in graph mode; print the table and where the files
     went; return its rows."""
     if args.mode != "graph":

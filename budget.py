@@ -11,6 +11,7 @@ meeting the same target are also evaluated on (a subset of) the dataset and the 
 """
 from src.budget import choose_schedule
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
+from src.token_reduction import get_policy
 
 
 def main() -> None:
@@ -33,8 +34,10 @@ def main() -> None:
     cfg = load_args_config(args)
     layers = args.layers if args.layers is not None else cfg["ppt"]["layers"]
     threshold = args.threshold if args.threshold is not None else cfg["ppt"]["threshold"]
-    if layers is None or threshold is None:
-        raise UsageError(f"{args.config_path}: ppt is disabled or has no threshold, so give --layers and --threshold")
+    if layers is None:
+        raise UsageError(f"{args.config_path}: ppt is disabled, so give --layers (and --threshold for ppt)")
+    if threshold is None and get_policy(cfg["ppt"]["policy"]).uses_threshold:
+        raise UsageError(f"{args.config_path}: the ppt policy needs a threshold: give --threshold")
     if args.data is None and args.ckpt_file is not None:
         raise UsageError("--ckpt_file is only used to evaluate candidates: give --data too")
     if args.data is not None and args.ckpt_file is None:

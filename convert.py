@@ -7,7 +7,7 @@ Without --model the architecture is inferred from the weight shapes. The weights
 the model before the output is written (atomically), so a mismatching file never produces a .ckpt. The output
 carries a CRC32. Errors are one line with exit code 1 (PPT_DEBUG=1 shows the traceback).
 """
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from src.checkpoint import convert_checkpoint
 from src.cli import ArgumentParser, run
@@ -16,7 +16,7 @@ _ARCH_FLAGS = {"img_size": int, "patch_size": int, "embed_dim": int, "depth": in
                "mlp_ratio": float}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", help="input weights: .pth/.pt/.bin, .safetensors or .ckpt")
     parser.add_argument("dst", help="output MindSpore checkpoint (.ckpt)")

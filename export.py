@@ -8,15 +8,15 @@ path (images [N, 3, img, img] float32 -> logits) is written. The file is loaded 
 batch; a maximum logit difference above the tolerance removes it. AIR needs Ascend; ONNX needs the optional
 packages onnx and onnxruntime (see src/export.py for what the ONNX export changes).
 """
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from src.cli import ArgumentParser, add_common_args, load_args_config, run, setup_context
-from src.factory import build_model
 from src.export import DEFAULT_TOLERANCE, FORMATS, check_format_device, export_model
+from src.factory import build_model
 from src.inference import preprocess_from_config
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, ckpt="required")
     parser.add_argument("--file_format", "--format", dest="file_format", type=str.upper, choices=tuple(FORMATS),

@@ -7,8 +7,9 @@ Writes ``<out>/<image>_block<i>.png`` per PP block and ``<out>/<image>_grid.png`
 ``src/visualize.py``). A checkpoint is required unless ``--random-weights`` is given.
 """
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
-from src.factory import build_model
 from src.data import resolve_data_root
+from src.factory import build_model
+from src.inference import preprocess_from_config
 from src.visualize import collect_images, demo_images, describe_weights, visualize_images
 
 
@@ -45,7 +46,7 @@ def main() -> None:
 
     setup_context(args.device_target, args.mode)
     model = build_model(cfg, args.ckpt_file)
-    results = visualize_images(model, paths, args.out, cfg["data"], describe_weights(args.ckpt_file),
+    results = visualize_images(model, paths, args.out, preprocess_from_config(cfg), describe_weights(args.ckpt_file),
                                batch_size=args.batch_size)
     for item in results:
         steps = ", ".join(f"block {b['layer']} {b['decision']} ({b['tokens']} tokens, {len(b['groups'])} groups, "

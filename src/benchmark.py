@@ -21,10 +21,11 @@ reduction branches run for every image, so PPT's cost does not depend on the wei
 import os
 import statistics
 import sys
-from typing import Any, Dict, Optional, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 
 from .flops import count_macs
@@ -38,7 +39,7 @@ REDUCTION_METHOD = ("PPT model timed against the same model with the keep_first 
                     "their first N-r tokens with a plain slice (same token counts, no scoring/sorting/pooling)")
 
 
-def host_info() -> Dict[str, Any]:
+def host_info() -> dict[str, Any]:
     """CPU model name (from /proc/cpuinfo where available), usable cores and the 1-minute load average."""
     cpu = "unknown"
     try:
@@ -63,7 +64,7 @@ def _copy_weights(src: VisionTransformer, dst: VisionTransformer) -> None:
         dst_params[name].set_data(Tensor(param.asnumpy()))
 
 
-def _variants(model_kwargs: Dict[str, Any], policies: Sequence[str]) -> Dict[str, VisionTransformer]:
+def _variants(model_kwargs: dict[str, Any], policies: Sequence[str]) -> dict[str, VisionTransformer]:
     """The models to time, all with the PPT model's (random) weights, in evaluation mode."""
     setting = PPTSetting.coerce(model_kwargs["ppt"])
     settings = {"baseline": None, "ppt": setting, "ppt_plain_slice": setting.replace(policy="keep_first")}
@@ -76,11 +77,11 @@ def _variants(model_kwargs: Dict[str, Any], policies: Sequence[str]) -> Dict[str
     return models
 
 
-def _time_batch(models: Dict[str, VisionTransformer], x: Tensor, warmup: int, runs: int,
-                log: Optional[TextIO]) -> Dict[str, Any]:
+def _time_batch(models: dict[str, VisionTransformer], x: Tensor, warmup: int, runs: int,
+                log: TextIO | None) -> dict[str, Any]:
     """Warm every model up, then time them in interleaved rounds (slow drift in machine load hits all)."""
     bs = x.shape[0]
-    entry: Dict[str, Any] = {"batch_size": bs}
+    entry: dict[str, Any] = {"batch_size": bs}
     for name, model in models.items():
         first = timed_call(model, x)[1]
         for _ in range(warmup - 1):
@@ -97,7 +98,7 @@ def _time_batch(models: Dict[str, VisionTransformer], x: Tensor, warmup: int, ru
     return entry
 
 
-def _summarise(entry: Dict[str, Any]) -> None:
+def _summarise(entry: dict[str, Any]) -> None:
     """Medians, images/s and speed-ups of every variant; the reduction's share of the PPT model's time."""
     base = entry["baseline"]
     for name, times in ((k, v) for k, v in entry.items() if isinstance(v, dict)):
@@ -115,8 +116,8 @@ def _summarise(entry: Dict[str, Any]) -> None:
     entry["reduction_share_best"] = 1.0 - min(slice_runs) / min(ppt_runs)
 
 
-def benchmark(model_kwargs: Dict[str, Any], batch_sizes: Sequence[int], *, warmup: int = 2, runs: int = 5,
-              seed: int = 0, policies: Sequence[str] = (), log: Optional[TextIO] = sys.stderr) -> Dict[str, Any]:
+def benchmark(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], *, warmup: int = 2, runs: int = 5,
+              seed: int = 0, policies: Sequence[str] = (), log: TextIO | None = sys.stderr) -> dict[str, Any]:
     """Time the baseline, the PPT model, the PPT model with plain-slice reduction, and the PPT model with
     each of ``policies`` (e.g. ``("prune", "pool")``, as ``policy_<name>``).
 
@@ -161,7 +162,7 @@ def benchmark(model_kwargs: Dict[str, Any], batch_sizes: Sequence[int], *, warmu
             "results": results}
 
 
-def format_benchmark(report: Dict[str, Any]) -> str:
+def format_benchmark(report: dict[str, Any]) -> str:
     """A text table of :func:`benchmark`'s report, one row per batch size."""
     host = report["host"]
     load = "n/a" if host["load_avg_1min"] is None else f"{host['load_avg_1min']:.2f}"

@@ -24,8 +24,9 @@ same target (r proportional to L..1 and 1..L over the L PP layers, the smallest 
 on a subset and the best top-1 wins (ties go to the analytic choice).
 """
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from .config import configured_spec
 from .flops import count_macs_spec
@@ -59,12 +60,12 @@ class Schedule:
     leaving each block, how it was found (``kind``: "analytic", "decreasing", "increasing") and, when it is a
     constant r before clamping, that r (``constant``; a config can then say ``r: <int>``)."""
 
-    layers: Tuple[int, ...]
-    r: Tuple[int, ...]
+    layers: tuple[int, ...]
+    r: tuple[int, ...]
     macs: int
-    tokens: Tuple[int, ...]
+    tokens: tuple[int, ...]
     kind: str = "analytic"
-    constant: Optional[int] = None
+    constant: int | None = None
 
     @property
     def token_blocks(self) -> int:
@@ -102,7 +103,7 @@ def schedule_for(model: MacsModel, layers: Sequence[int], r: Sequence[int], kind
     return Schedule(tuple(layers), r_eff, model.macs(layers, r_eff), tokens, kind, constant)
 
 
-def _constant_schedules(model: MacsModel, layers: Sequence[int]) -> List[Schedule]:
+def _constant_schedules(model: MacsModel, layers: Sequence[int]) -> list[Schedule]:
     """Constant r = 0, 1, ... until every block is clamped (larger r change nothing)."""
     out = []
     for r in range(model.spec.num_tokens + 1):
@@ -114,7 +115,7 @@ def _constant_schedules(model: MacsModel, layers: Sequence[int]) -> List[Schedul
 
 
 def _ramp(model: MacsModel, layers: Sequence[int], target: int, weights: Sequence[float],
-          kind: str) -> Optional[Schedule]:
+          kind: str) -> Schedule | None:
     """The smallest scale s for which r_i = round(s * weights_i) meets the target (None if none does)."""
     for s in range(1, 2 * model.spec.num_tokens + 1):
         sched = schedule_for(model, layers, [int(round(s * w)) for w in weights], kind)
@@ -123,7 +124,7 @@ def _ramp(model: MacsModel, layers: Sequence[int], target: int, weights: Sequenc
     return None
 
 
-def search_budget(model: MacsModel, layers: Sequence[int], target: int) -> List[Schedule]:
+def search_budget(model: MacsModel, layers: Sequence[int], target: int) -> list[Schedule]:
     """Schedules at ``layers`` meeting ``target`` MACs: the analytic choice first (see the module docstring),
     then the decreasing and increasing ramps meeting the target, where they differ from it.
 
@@ -142,7 +143,8 @@ def search_budget(model: MacsModel, layers: Sequence[int], target: int) -> List[
         base = constant[0].macs
         raise ValueError(f"budget: target {target / 1e9:.4g} GMACs ({target / base:.3f} of the baseline) is below "
                          f"the minimum reachable with PP layers {layers}: {lowest.macs / 1e9:.4g} GMACs "
-                         f"({lowest.macs / base:.3f}), r clamped to {list(lowest.r)}; add PP layers or use earlier ones")
+                         f"({lowest.macs / base:.3f}), r clamped to {list(lowest.r)}; add PP layers or use earlier "
+                         f"ones")
     start = next(s for s in constant if s.macs <= target)
     best = _give_back(model, layers, target, start)
     if not any(best.r):
@@ -171,19 +173,20 @@ def _give_back(model: MacsModel, layers: Sequence[int], target: int, start: Sche
     return best
 
 
-def ppt_yaml(sched: Schedule, threshold: float, prop_attn: bool) -> str:
+def ppt_yaml(sched: Schedule, threshold: float | None, prop_attn: bool, policy: str = "ppt") -> str:
     """The ``ppt:`` config block of a schedule, ready to paste into a config file."""
     if sched.constant is not None or len(set(sched.r)) == 1:
         r_text = str(sched.r[0] if sched.constant is None else sched.constant)
     else:
         r_text = "[" + ", ".join(map(str, sched.r)) + "]"
-    return "\n".join(["ppt:", "  enabled: true", f"  r: {r_text}",
+    return "\n".join(["ppt:", "  enabled: true", f"  policy: {policy}", f"  r: {r_text}",
                       "  layers: [" + ", ".join(map(str, sched.layers)) + "]",
-                      f"  threshold: {threshold:g}", f"  prop_attn: {'true' if prop_attn else 'false'}"])
+                      f"  threshold: {'null' if threshold is None else format(threshold, 'g')}",
+                      f"  prop_attn: {'true' if prop_attn else 'false'}"])
 
 
 def format_candidates(candidates: Sequence[Schedule], baseline_macs: int,
-                      top1: Optional[Sequence[Optional[float]]] = None) -> str:
+                      top1: Sequence[float | None] | None = None) -> str:
     """A text table of candidate schedules (with their top-1 when measured)."""
     header = ["#", "kind", "r", "GMACs", "ratio", "final tokens", "token-blocks"] + (["top-1 (%)"] if top1 else [])
     rows = []
@@ -199,8 +202,8 @@ def format_candidates(candidates: Sequence[Schedule], baseline_macs: int,
     return "\n".join(lines)
 
 
-def _evaluate_candidates(cfg: Dict[str, Any], candidates: Sequence[Schedule], threshold: float, data: str,
-                         ckpt_file: str, **eval_kwargs: Any) -> Tuple[List[float], int]:
+def _evaluate_candidates(cfg: dict[str, Any], candidates: Sequence[Schedule], threshold: float, data: str,
+                         ckpt_file: str, **eval_kwargs: Any) -> tuple[list[float], int]:
     """Top-1 of every candidate on (a subset of) ``data``, and the number of images evaluated."""
     from .factory import build_model  # the model zoo and data pipeline only when evaluating
     from .sweep import evaluate_on
@@ -216,9 +219,9 @@ def _evaluate_candidates(cfg: Dict[str, Any], candidates: Sequence[Schedule], th
     return top1, images
 
 
-def choose_schedule(cfg: Dict[str, Any], target: str, layers: Sequence[int], threshold: float, *,
-                    data: Optional[str] = None, ckpt_file: Optional[str] = None, split: str = "val",
-                    max_images: int = 512, batch_size: Optional[int] = None) -> str:
+def choose_schedule(cfg: dict[str, Any], target: str, layers: Sequence[int], threshold: float, *,
+                    data: str | None = None, ckpt_file: str | None = None, split: str = "val",
+                    max_images: int = 512, batch_size: int | None = None) -> str:
     """What ``budget.py`` prints: the candidates meeting ``target`` (see :func:`parse_target`) at ``layers``,
     evaluated on ``data`` with ``ckpt_file`` when given (the best top-1 wins), and the chosen ``ppt:`` block."""
     model = MacsModel.from_config(cfg)
@@ -240,5 +243,5 @@ def choose_schedule(cfg: Dict[str, Any], target: str, layers: Sequence[int], thr
     ratio = chosen.macs / baseline
     lines += [f"\nchosen: {chosen.kind}, {chosen.macs / 1e9:.4f} GMACs per image, {ratio:.4f} of the baseline\n",
               f"# {chosen.macs / 1e9:.4f} GMACs per image ({ratio:.4f} of the baseline), from budget.py --target "
-              f"{target}", ppt_yaml(chosen, threshold, cfg["ppt"]["prop_attn"])]
+              f"{target}", ppt_yaml(chosen, threshold, cfg["ppt"]["prop_attn"], model.policy)]
     return "\n".join(lines)

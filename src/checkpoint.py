@@ -16,14 +16,14 @@ import binascii
 import math
 import os
 import re
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn
 from safetensors import SafetensorError, deserialize, safe_open
 
-from .fileio import atomic_path
+from .fileio import PathLike, atomic_path
 from .models import create_model, list_models, model_spec
 from .mslog import held_mindspore_logs
 from .torch_pickle import UnsafePickleError, bf16_to_f32, quoted, read_torch_zip
@@ -33,8 +33,7 @@ __all__ = [
     "save_weights", "read_checkpoint_meta", "infer_model_args", "convert_checkpoint",
 ]
 
-PathLike = Union[str, os.PathLike]
-MetaValue = Union[int, float, str, bool]
+MetaValue = int | float | str | bool
 
 TORCH_EXTS = (".pth", ".pt", ".bin")
 META_PREFIX = "meta."
@@ -56,7 +55,7 @@ def _as_weight(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32, copy=False) if np.issubdtype(arr.dtype, np.floating) else arr
 
 
-def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     name = None
     try:
         with safe_open(path, framework="np") as f:
@@ -87,7 +86,7 @@ def _is_meta(name: str) -> bool:
     return name.startswith(META_PREFIX)
 
 
-def _stored_crc(path: str) -> Optional[int]:
+def _stored_crc(path: str) -> int | None:
     """The CRC32 that ``save_checkpoint(crc_check=True)`` appends, or None for a file without one (written
     elsewhere: read unchecked); refuses an empty file."""
     size = os.path.getsize(path)
@@ -108,7 +107,7 @@ def _crc_matches(path: str, stored: int) -> bool:
     return crc == stored
 
 
-def _load_ckpt(path: str, meta_only: bool = False) -> Dict[str, Any]:
+def _load_ckpt(path: str, meta_only: bool = False) -> dict[str, Any]:
     stored = _stored_crc(path)
     try:
         # MindSpore checks the CRC while it reads the file (one pass); its [ERROR] lines on a damaged or
@@ -123,7 +122,7 @@ def _load_ckpt(path: str, meta_only: bool = False) -> Dict[str, Any]:
         raise ValueError(f"{path}: not a readable MindSpore checkpoint ({reason})") from e
 
 
-def _read_ckpt(path: str) -> Dict[str, np.ndarray]:
+def _read_ckpt(path: str) -> dict[str, np.ndarray]:
     state = {}
     for name, value in _load_ckpt(path).items():
         if _is_meta(name):
@@ -143,7 +142,7 @@ def _check_exists(path: PathLike) -> str:
     return path
 
 
-def read_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
+def read_state_dict(path: PathLike) -> dict[str, np.ndarray]:
     """Read the weights of a ``.safetensors``, PyTorch (``.pth``/``.pt``/``.bin``) or MindSpore ``.ckpt`` file.
 
     Returns ``{name: array}`` in the file's order, floating tensors as float32. No torch is needed and no
@@ -167,11 +166,11 @@ def _is_head(name: str) -> bool:
     return name.startswith(_HEAD_PREFIXES)
 
 
-def _fmt_shape(shape: Tuple[int, ...]) -> str:
+def _fmt_shape(shape: tuple[int, ...]) -> str:
     return "(" + ",".join(map(str, shape)) + ")"
 
 
-def load_state_dict(model: nn.Cell, state: Dict[str, np.ndarray], drop_head: bool = False,
+def load_state_dict(model: nn.Cell, state: dict[str, np.ndarray], drop_head: bool = False,
                     source: str = "state dict") -> None:
     """Strictly copy ``state`` into ``model``'s parameters (names from ``model.parameters_and_names()``).
 
@@ -225,7 +224,7 @@ def _meta_entry(key: Any, value: Any) -> Any:
     raise ValueError(f"save_weights: metadata '{key}' is a {type(value).__name__}, expected int, float, str or bool")
 
 
-def save_weights(model: nn.Cell, path: PathLike, meta: Optional[Dict[str, MetaValue]] = None) -> None:
+def save_weights(model: nn.Cell, path: PathLike, meta: dict[str, MetaValue] | None = None) -> None:
     """Write ``model``'s parameters to a MindSpore ``.ckpt`` atomically, with ``meta`` under ``meta.<key>``.
 
     The file appears complete or not at all: it is written to a temporary name in the same folder and then
@@ -243,7 +242,7 @@ def save_weights(model: nn.Cell, path: PathLike, meta: Optional[Dict[str, MetaVa
         ms.save_checkpoint(entries, tmp, append_dict=append, crc_check=True)
 
 
-def read_checkpoint_meta(path: PathLike) -> Dict[str, MetaValue]:
+def read_checkpoint_meta(path: PathLike) -> dict[str, MetaValue]:
     """The ``meta.*`` entries of a ``.ckpt`` written by :func:`save_weights`, without the prefix."""
     path = _check_exists(path)
     if not path.endswith(".ckpt"):
@@ -256,7 +255,7 @@ def read_checkpoint_meta(path: PathLike) -> Dict[str, MetaValue]:
 
 # ----------------------------------------------------------------------------------------------- conversion
 
-def _entry(state: Dict[str, np.ndarray], name: str, ndim: int, source: str) -> np.ndarray:
+def _entry(state: dict[str, np.ndarray], name: str, ndim: int, source: str) -> np.ndarray:
     if name not in state:
         raise ValueError(f"{source}: cannot infer the architecture: no '{name}' entry (name the model explicitly)")
     if state[name].ndim != ndim:
@@ -265,7 +264,7 @@ def _entry(state: Dict[str, np.ndarray], name: str, ndim: int, source: str) -> n
     return state[name]
 
 
-def infer_model_args(state: Dict[str, np.ndarray], source: str = "state dict") -> Tuple[str, int, Dict[str, Any]]:
+def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -> tuple[str, int, dict[str, Any]]:
     """Infer ``(model_name, num_classes, overrides)`` for :func:`src.models.create_model` from weight shapes.
 
     embed_dim, patch_size, depth, mlp_ratio, distillation (``dist_token``), img_size (``pos_embed`` length)
@@ -297,8 +296,8 @@ def infer_model_args(state: Dict[str, np.ndarray], source: str = "state dict") -
     return best, head.shape[0], overrides[best]
 
 
-def convert_checkpoint(src: PathLike, dst: PathLike, model_name: Optional[str] = None,
-                       num_classes: Optional[int] = None, **overrides: Any) -> str:
+def convert_checkpoint(src: PathLike, dst: PathLike, model_name: str | None = None,
+                       num_classes: int | None = None, **overrides: Any) -> str:
     """Convert ``src`` (any supported format) to a MindSpore ``.ckpt`` at ``dst``; returns a one-line summary.
 
     Without ``model_name`` the architecture is inferred (:func:`infer_model_args`); with it, the registered

@@ -8,8 +8,9 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, NoReturn
 
 import mindspore as ms
 
@@ -26,7 +27,7 @@ class UsageError(ValueError):
 
 # (flag, value) of the options of the last parsed command line, so that run() can name the flag that gave a
 # path an OSError is about (e.g. an unwritable --output_dir).
-_GIVEN_PATHS: List[Tuple[str, str]] = []
+_GIVEN_PATHS: list[tuple[str, str]] = []
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -38,8 +39,8 @@ class ArgumentParser(argparse.ArgumentParser):
         message = re.sub(r"^argument ([^/:]+)(/[^:]+)?: ", r"\1: ", message)
         self.exit(1, f"{self.prog}: error: {message}\n")
 
-    def parse_known_args(self, args: Optional[Sequence[str]] = None,
-                         namespace: Optional[argparse.Namespace] = None) -> Tuple[argparse.Namespace, List[str]]:
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
         parsed, rest = super().parse_known_args(args, namespace)
         _GIVEN_PATHS[:] = [(action.option_strings[0], value) for action in self._actions if action.option_strings
                            and isinstance(value := getattr(parsed, action.dest, None), str) and value]
@@ -47,7 +48,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_common_args(parser: argparse.ArgumentParser, ckpt: str = "optional",
-                    default_config: Optional[str] = None) -> None:
+                    default_config: str | None = None) -> None:
     """``--config_path/--config``, ``--device_target/--device``, ``--mode``, ``--set`` and, unless
     ``ckpt == "none"``, ``--ckpt_file/--ckpt`` (``ckpt == "required"`` makes it mandatory)."""
     parser.add_argument("--config_path", "--config", dest="config_path", default=default_config,
@@ -75,11 +76,11 @@ def setup_context(device_target: str, mode: str = "graph") -> None:
                          f"({str(e).split('. ')[0]})") from e
 
 
-def load_args_config(args: argparse.Namespace) -> Dict[str, Any]:
+def load_args_config(args: argparse.Namespace) -> dict[str, Any]:
     return load_config(args.config_path, args.overrides)
 
 
-def write_report(args: argparse.Namespace, report: Dict[str, Any], text: str, kind: str) -> None:
+def write_report(args: argparse.Namespace, report: dict[str, Any], text: str, kind: str) -> None:
     """Print ``text`` and write ``report`` (plus the command line's config, overrides, device and mode) as JSON
     to ``args.out``, default ``outputs/<kind>_<config stem>.json``."""
     report.update(config=args.config_path, overrides=args.overrides, device=args.device_target, mode=args.mode)
@@ -105,7 +106,7 @@ def _os_error_line(e: OSError) -> str:
     return f"{where}: {e.strerror}"
 
 
-def run(main: Callable[[], Any], prog: Optional[str] = None) -> None:
+def run(main: Callable[[], Any], prog: str | None = None) -> None:
     """Run ``main``; expected errors (bad config, input, checkpoint, file) end the process with one line and
     exit code 1. ``PPT_DEBUG=1`` re-raises them with the traceback."""
     prog = prog or Path(sys.argv[0]).name

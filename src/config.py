@@ -8,16 +8,30 @@ rules that relate several keys are its cross checks. ``config/README.md`` embeds
 ``python -m src.config`` (a test keeps them in sync).
 """
 import dataclasses
-import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import yaml
 
-from .fileio import write_text_atomic
+from .fileio import PathLike, write_text_atomic
 from .models import ARCH_OVERRIDES, ViTSpec, list_models, model_spec
+from .schema import (
+    REQUIRED,
+    ConfigError,
+    Key,
+    KeyProblem,
+    Schema,
+    a_bool,
+    a_float,
+    a_str,
+    an_int,
+    ascending_int_list,
+    float_list,
+    hint,
+    int_or_int_list,
+    show,
+)
 from .token_reduction import PPTSetting, get_policy, list_policies
-from .schema import (REQUIRED, ConfigError, Key, KeyProblem, Schema, a_bool, a_float, a_str, an_int,
-                     ascending_int_list, float_list, hint, int_or_int_list, show)
 
 __all__ = ["ConfigError", "SCHEMA", "AMP_LEVELS", "LOSS_SCALES", "load_config", "save_config", "schema_markdown",
            "configured_spec", "ppt_setting", "model_kwargs"]
@@ -27,7 +41,7 @@ __all__ = ["ConfigError", "SCHEMA", "AMP_LEVELS", "LOSS_SCALES", "load_config", 
 AMP_LEVELS = ("auto", "O0", "O2")
 LOSS_SCALES = ("auto", "none", "dynamic")
 
-_TABLE: Dict[str, Union[Key, Dict[str, Key]]] = {
+_TABLE: dict[str, Key | dict[str, Key]] = {
     "seed": Key(an_int(0, 2 ** 32 - 1), 0, "seed of every random generator (init, shuffling, augmentation)"),
     "model": {
         "name": Key(a_str(), REQUIRED, "registered architecture, one of `src.models.list_models()`"),
@@ -129,7 +143,7 @@ _TABLE: Dict[str, Union[Key, Dict[str, Key]]] = {
     },
 }
 
-def _arch_values(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+def _arch_values(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The registered architecture of ``model.name`` with the config's non-null overrides, unchecked."""
     name, names = cfg["model"]["name"], list_models()
     if name not in names:
@@ -139,7 +153,7 @@ def _arch_values(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     return values
 
 
-def _check_model(cfg: Dict[str, Any]) -> None:
+def _check_model(cfg: dict[str, Any]) -> None:
     model, arch = cfg["model"], _arch_values(cfg)
     if arch["img_size"] % arch["patch_size"]:
         if model["img_size"] is not None:
@@ -155,7 +169,7 @@ def _check_model(cfg: Dict[str, Any]) -> None:
                          f"expected a divisor of embed_dim {arch['embed_dim']}, got {arch['num_heads']}")
 
 
-def _check_ppt(cfg: Dict[str, Any]) -> None:
+def _check_ppt(cfg: dict[str, Any]) -> None:
     ppt = cfg["ppt"]
     if not ppt["enabled"]:
         return
@@ -175,7 +189,7 @@ def _check_ppt(cfg: Dict[str, Any]) -> None:
                                           f"(a float >= 0)")
 
 
-def _check_train(cfg: Dict[str, Any]) -> None:
+def _check_train(cfg: dict[str, Any]) -> None:
     train, aug = cfg["train"], cfg["aug"]
     if train["warmup_epochs"] >= train["epochs"]:
         raise KeyProblem("train.warmup_epochs",
@@ -195,7 +209,7 @@ def _check_train(cfg: Dict[str, Any]) -> None:
 SCHEMA = Schema(_TABLE, [_check_model, _check_ppt, _check_train])
 
 
-def load_config(path: Union[str, "os.PathLike[str]"], overrides: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def load_config(path: PathLike, overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Read, override, validate and complete a YAML config (see :meth:`src.schema.Schema.load`).
 
     ``overrides`` are ``"section.key=value"`` strings (``"seed=3"`` for a top-level key), applied in order
@@ -210,7 +224,7 @@ def configured_spec(cfg: Mapping[str, Any]) -> ViTSpec:
     return model_spec(model["name"]).replace(**{k: model[k] for k in ARCH_OVERRIDES if model[k] is not None})
 
 
-def ppt_setting(cfg: Mapping[str, Any]) -> Optional[PPTSetting]:
+def ppt_setting(cfg: Mapping[str, Any]) -> PPTSetting | None:
     """The token-reduction setting a config describes, or None when ``ppt.enabled`` is false."""
     ppt = cfg["ppt"]
     if not ppt["enabled"]:
@@ -219,17 +233,17 @@ def ppt_setting(cfg: Mapping[str, Any]) -> Optional[PPTSetting]:
                       threshold=ppt["threshold"], prop_attn=ppt["prop_attn"], policy=ppt["policy"])
 
 
-def model_kwargs(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+def model_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``src.models.create_model`` for a config returned by :func:`load_config`: the
     name, classes, :func:`ppt_setting`, stochastic depth, and the architecture keys that are not null."""
     model = cfg["model"]
-    kwargs: Dict[str, Any] = {"name": model["name"], "num_classes": model["num_classes"], "ppt": ppt_setting(cfg),
+    kwargs: dict[str, Any] = {"name": model["name"], "num_classes": model["num_classes"], "ppt": ppt_setting(cfg),
                               "drop_path_rate": model["drop_path_rate"]}
     kwargs.update({k: model[k] for k in ARCH_OVERRIDES if model[k] is not None})
     return kwargs
 
 
-def save_config(cfg: Mapping[str, Any], path: Union[str, "os.PathLike[str]"]) -> None:
+def save_config(cfg: Mapping[str, Any], path: PathLike) -> None:
     """Write a config (e.g. the resolved one, next to a run's outputs) as YAML, atomically.
 
     The file loads back with :func:`load_config` to an equal dict.

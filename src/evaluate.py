@@ -16,10 +16,11 @@ import os
 import re
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, TextIO, Tuple, Union
+from collections.abc import Iterator
+from typing import Any, TextIO
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 
 from .factory import build_model, dataset_from_config
@@ -34,7 +35,7 @@ __all__ = ["evaluate", "format_comparison", "unwrap_pipeline_error"]
 _USER_ERROR = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception): (?!Traceback)(.+)$", re.MULTILINE)
 
 
-def unwrap_pipeline_error(exc: RuntimeError) -> Optional[str]:
+def unwrap_pipeline_error(exc: RuntimeError) -> str | None:
     """The message of the Python exception a dataset source raised, from MindSpore's multi-line wrapper.
 
     ``mindspore.dataset`` re-raises an error of a Python source (e.g. the unreadable image of a strict eval
@@ -48,7 +49,7 @@ def unwrap_pipeline_error(exc: RuntimeError) -> Optional[str]:
 class _Progress:
     """Progress on stderr: one ``\\r``-updated line on a terminal, else a plain line every ``every`` s."""
 
-    def __init__(self, desc: str, total: int, stream: Optional[TextIO] = None, every: float = 10.0):
+    def __init__(self, desc: str, total: int, stream: TextIO | None = None, every: float = 10.0):
         self.desc, self.total = desc, total
         self.stream = stream or sys.stderr  # looked up now, so a redirected sys.stderr is honoured
         self.tty = self.stream.isatty()
@@ -78,7 +79,7 @@ class _Progress:
             self.shown = False
 
 
-def _batches(dataset: Any) -> Iterator[Tuple[np.ndarray, ...]]:
+def _batches(dataset: Any) -> Iterator[tuple[np.ndarray, ...]]:
     """The pipeline's batches as numpy arrays; a failure of its Python source becomes a one-line ValueError."""
     iterator = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
     while True:
@@ -118,7 +119,7 @@ class _Totals:
         self.first_batch = self.forward = 0.0
         self.first_rows = 0
 
-    def add(self, outputs: Tuple[np.ndarray, ...], label: np.ndarray, valid: np.ndarray, seconds: float,
+    def add(self, outputs: tuple[np.ndarray, ...], label: np.ndarray, valid: np.ndarray, seconds: float,
             desc: str) -> None:
         logits, pooled, svar = outputs
         if self.batches == 0:
@@ -139,7 +140,7 @@ class _Totals:
         self.pooled += pooled[keep].sum(axis=0)
         self.svar += svar[keep].astype(np.float64).sum(axis=0)
 
-    def timing(self, seconds: float) -> Dict[str, float]:
+    def timing(self, seconds: float) -> dict[str, float]:
         forward, timed_rows = self.forward, self.rows - self.first_rows
         if self.batches == 1:  # the first (compiling) batch is all there is to time
             forward, timed_rows = self.first_batch, self.rows
@@ -147,7 +148,7 @@ class _Totals:
                 "forward_seconds": forward, "forward_images_per_sec": timed_rows / forward if forward > 0 else 0.0}
 
 
-def _run(stats: PPTStats, dataset: Any, totals: _Totals, bar: Optional[_Progress], desc: str) -> float:
+def _run(stats: PPTStats, dataset: Any, totals: _Totals, bar: _Progress | None, desc: str) -> float:
     """Every batch of ``dataset`` through ``stats`` into ``totals``; returns the seconds it took."""
     start = time.perf_counter()
     try:
@@ -170,8 +171,8 @@ def _run(stats: PPTStats, dataset: Any, totals: _Totals, bar: Optional[_Progress
     return seconds
 
 
-def evaluate(model: Union[VisionTransformer, PPTStats], dataset: Any, *, progress: bool = True,
-             desc: str = "eval") -> Dict[str, Any]:
+def evaluate(model: VisionTransformer | PPTStats, dataset: Any, *, progress: bool = True,
+             desc: str = "eval") -> dict[str, Any]:
     """Evaluate ``model`` on an eval pipeline of ``(image, label, valid)`` batches.
 
     Args:
@@ -221,7 +222,7 @@ def evaluate(model: Union[VisionTransformer, PPTStats], dataset: Any, *, progres
     }
 
 
-def format_comparison(results: Dict[str, Dict[str, Any]]) -> str:
+def format_comparison(results: dict[str, dict[str, Any]]) -> str:
     """A text table with one column per result of :func:`evaluate` (e.g. ``{"baseline": ..., "PPT": ...}``).
 
     Rows: top-1, top-5, loss, GMACs, model and end-to-end images/s, then the changes relative to the first
@@ -231,7 +232,7 @@ def format_comparison(results: Dict[str, Dict[str, Any]]) -> str:
         raise ValueError("format_comparison: no results to compare")
     names = list(results)
     ref = results[names[0]]
-    rows: List[List[str]] = [
+    rows: list[list[str]] = [
         ["top-1 (%)"] + [f"{r['top1']:.2f}" for r in results.values()],
         ["top-5 (%)"] + [f"{r['top5']:.2f}" for r in results.values()],
         ["loss"] + [f"{r['loss']:.4f}" for r in results.values()],
@@ -255,8 +256,8 @@ def _ratio(num: float, den: float) -> str:
     return f"{num / den:.2f}x" if den > 0 else "n/a"
 
 
-def evaluate_checkpoint(cfg: Dict[str, Any], ckpt_file: str, *, split: str = "val", strict: bool = False,
-                        compare_baseline: bool = False, progress: bool = True) -> Dict[str, Any]:
+def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "val", strict: bool = False,
+                        compare_baseline: bool = False, progress: bool = True) -> dict[str, Any]:
     """What ``eval.py`` does: evaluate the configured model with ``ckpt_file`` on ``<data.path>/<split>``.
 
     Args:
@@ -297,7 +298,7 @@ def evaluate_checkpoint(cfg: Dict[str, Any], ckpt_file: str, *, split: str = "va
     }
 
 
-def format_report(report: Dict[str, Any]) -> str:
+def format_report(report: dict[str, Any]) -> str:
     """The human-readable summary of :func:`evaluate_checkpoint`'s report (the comparison table included
     when there are several results)."""
     lines = [f"data: {report['data_root']}/{report['split']}: {report['num_classes']} classes, "

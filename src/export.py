@@ -22,13 +22,14 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 __all__ = ["FORMATS", "DEFAULT_TOLERANCE", "ExportError", "VerificationError", "ExportResult", "ErfFreeGELU",
@@ -52,8 +53,8 @@ class ExportResult:
     """Where the file went and how it was checked (``max_abs_diff`` is None when it could not be)."""
     path: Path
     size_bytes: int
-    input_shape: Tuple[int, ...]
-    max_abs_diff: Optional[float]
+    input_shape: tuple[int, ...]
+    max_abs_diff: float | None
     tolerance: float
     note: str = ""
 
@@ -86,7 +87,7 @@ class ErfFreeGELU(nn.Cell):
         return ops.where(x >= 0, x - half_tail, half_tail)
 
 
-def output_path(file_name: Union[str, os.PathLike], file_format: str) -> Path:
+def output_path(file_name: str | os.PathLike, file_format: str) -> Path:
     """``file_name`` with the format's extension (added unless already there, as ``mindspore.export`` does)."""
     fmt = _check_format(file_format)
     path = Path(file_name)
@@ -103,8 +104,8 @@ def check_format_device(file_format: str, device_target: str) -> None:
         _onnx_modules()
 
 
-def export_model(model: nn.Cell, file_name: Union[str, os.PathLike], file_format: str = "MINDIR",
-                 batch_size: int = 1, *, data_info: Optional[Mapping[str, Any]] = None,
+def export_model(model: nn.Cell, file_name: str | os.PathLike, file_format: str = "MINDIR",
+                 batch_size: int = 1, *, data_info: Mapping[str, Any] | None = None,
                  tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> ExportResult:
     """Export ``model(x)`` for a static input ``[batch_size, in_chans, img_size, img_size]`` float32 and check it.
 
@@ -179,12 +180,12 @@ def export_model(model: nn.Cell, file_name: Union[str, os.PathLike], file_format
 @dataclass(frozen=True)
 class MindIRMeta:
     """What a MindIR written by :func:`export_model` says about itself, read without loading the graph."""
-    input_shape: Tuple[int, ...]
-    output_shape: Tuple[int, ...]
-    info: Optional[Dict[str, Any]]  # the ``data_info`` given at export, or None
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    info: dict[str, Any] | None  # the ``data_info`` given at export, or None
 
 
-def read_mindir_meta(path: Union[str, os.PathLike]) -> MindIRMeta:
+def read_mindir_meta(path: str | os.PathLike) -> MindIRMeta:
     """Input/output shapes and stored data settings of a single-input, single-output static MindIR."""
     proto = _read_mindir_proto(path)
     graph = proto.graph
@@ -232,7 +233,7 @@ def _check_target(target: Path) -> None:
     os.remove(probe)
 
 
-def _onnx_modules() -> Tuple[Any, Any]:
+def _onnx_modules() -> tuple[Any, Any]:
     """(onnx, onnxruntime), or a clear error: the ONNX path needs both (graph repair and verification)."""
     try:
         import onnx  # pylint: disable=import-outside-toplevel
@@ -244,7 +245,7 @@ def _onnx_modules() -> Tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-def _user_info_writer(data_info: Optional[Mapping[str, Any]]):
+def _user_info_writer(data_info: Mapping[str, Any] | None):
     """A ``custom_func`` for ``mindspore.export`` that stores ``data_info`` as JSON in the MindIR."""
     text = json.dumps(dict(data_info), sort_keys=True) if data_info is not None else None
 
@@ -257,7 +258,7 @@ def _user_info_writer(data_info: Optional[Mapping[str, Any]]):
 @contextmanager
 def _erf_free_gelu(model: nn.Cell) -> Iterator[None]:
     """Temporarily replace every exact ``nn.GELU`` in ``model`` by :class:`ErfFreeGELU`."""
-    swapped: List[Tuple[nn.Cell, str, nn.Cell]] = []
+    swapped: list[tuple[nn.Cell, str, nn.Cell]] = []
     for _, cell in model.cells_and_names():
         for name, child in list(cell.name_cells().items()):
             if isinstance(child, nn.GELU) and child.approximate == "none":  # nn.GELU's flag for exact
@@ -282,7 +283,7 @@ def _repair_sort_topk(path: Path, onnx: Any) -> None:
 
     model = onnx.load(str(path))
     graph = model.graph
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     for init in graph.initializer:
         counts[init.name] = counts.get(init.name, 0) + 1
     clashing = {name for name, n in counts.items() if n > 1}
@@ -319,7 +320,7 @@ def _repair_sort_topk(path: Path, onnx: Any) -> None:
     path.chmod(0o400)
 
 
-def _read_mindir_proto(path: Union[str, os.PathLike]) -> Any:
+def _read_mindir_proto(path: str | os.PathLike) -> Any:
     from mindspore.train import mind_ir_pb2  # pylint: disable=import-outside-toplevel
 
     path = Path(path)

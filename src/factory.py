@@ -1,7 +1,8 @@
 """What a config builds: the model (with its weights) and its data pipelines. Engine code (training,
 evaluation, export, analysis) builds through here, so the config's structure is read in one place."""
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any
 
 from .checkpoint import load_weights
 from .config import configured_spec, model_kwargs
@@ -11,7 +12,7 @@ from .models import VisionTransformer, create_model
 __all__ = ["build_model", "dataset_from_config"]
 
 
-def build_model(cfg: Mapping[str, Any], ckpt_file: Optional[str] = None, with_ppt: bool = True,
+def build_model(cfg: Mapping[str, Any], ckpt_file: str | None = None, with_ppt: bool = True,
                 drop_head: bool = False) -> VisionTransformer:
     """The configured model (its token reduction as configured, or none with ``with_ppt=False``) with
     ``ckpt_file`` loaded strictly. Without a checkpoint the weights are random: callers that need trained
@@ -28,8 +29,8 @@ def build_model(cfg: Mapping[str, Any], ckpt_file: Optional[str] = None, with_pp
 
 
 def dataset_from_config(cfg: Mapping[str, Any], split: str, *, training: bool = False,
-                        data_path: Optional[str] = None, batch_size: Optional[int] = None,
-                        **options: Any) -> Tuple[Any, DatasetInfo]:
+                        data_path: str | None = None, batch_size: int | None = None,
+                        **options: Any) -> tuple[Any, DatasetInfo]:
     """``create_dataset`` on ``<data_path or data.path>/<split>`` (``demo`` is the built-in set) with the
     config's preprocessing, batch size, workers and classes, and for training its augmentation and repeated
     augmentation. ``options`` go to ``create_dataset`` as they are (seed, num_shards, shard_id, shuffle,

@@ -3,10 +3,10 @@ a crash or an error never leaves a half-written file (and an existing file is on
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Union
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 
 
 @contextmanager

@@ -36,12 +36,12 @@ they are used (a 0.003 % difference).
 This is the cost of the algorithm, not of ``src.models``: to keep static shapes the ``ppt`` policy
 computes both branches for every image in PP blocks (so it does slightly more work).
 """
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 from .models import ViTSpec
 from .token_reduction import PPTSetting, get_policy
 
-MacCounts = Dict[str, Union[int, List[int]]]
+MacCounts = dict[str, int | list[int]]
 
 
 def _block_macs(n_in: int, n_out: int, spec: ViTSpec, reduction_macs: int) -> int:
@@ -58,7 +58,7 @@ def _block_macs(n_in: int, n_out: int, spec: ViTSpec, reduction_macs: int) -> in
     return macs
 
 
-def count_macs_spec(spec: ViTSpec, num_classes: int = 1000, ppt: Optional[PPTSetting] = None) -> MacCounts:
+def count_macs_spec(spec: ViTSpec, num_classes: int = 1000, ppt: PPTSetting | None = None) -> MacCounts:
     """MACs of one image through a model of architecture ``spec`` with token reduction ``ppt``, unbuilt.
 
     ``ppt``'s r is clamped as the model does (``PPTSetting.schedule``); ``num_classes=0`` means no

@@ -10,22 +10,23 @@ has 1000 classes; the sorted class folder names of the built-in demo dataset (it
 config's or the MindIR's ``data.path`` is ``demo``. Otherwise it is an error: bare indices are easy to misread.
 """
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn
 
+from .config import configured_spec
 from .data import load_rgb, resolve_data_root, scan_image_folder
 from .data.transforms import eval_transforms
 from .export import read_mindir_meta
-from .config import configured_spec
 
-__all__ = ["IMAGENET_CLASSES_FILE", "Preprocess", "preprocess_from_config", "preprocess_images",
+__all__ = ["IMAGENET_CLASSES_FILE", "Preprocess", "preprocess_from_config", "load_images",
            "load_class_names", "resolve_class_names", "CellPredictor", "MindIRPredictor", "predict",
-           "topk_probs"]
+           "topk_probs", "WEIGHT_SUFFIXES", "open_model", "classify"]
 
 IMAGENET_CLASSES_FILE = Path(__file__).resolve().parent / "resources" / "imagenet_classes.txt"
 _PREPROCESS_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
@@ -37,11 +38,11 @@ class Preprocess:
     img_size: int
     crop_pct: float
     interpolation: str
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
-    data_path: Optional[str] = None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    data_path: str | None = None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (stored in exported MindIR files)."""
         return {"img_size": self.img_size, "crop_pct": self.crop_pct, "interpolation": self.interpolation,
                 "mean": list(self.mean), "std": list(self.std), "data_path": self.data_path}
@@ -62,8 +63,9 @@ def preprocess_from_config(cfg: Mapping[str, Any]) -> Preprocess:
                       tuple(data["std"]), data["path"])
 
 
-def preprocess_images(paths: Sequence[Union[str, os.PathLike]], pre: Preprocess) -> np.ndarray:
-    """Image files -> float32 ``[N, 3, img_size, img_size]``, as the eval pipeline prepares them."""
+def load_images(paths: Sequence[str | os.PathLike], pre: Preprocess) -> np.ndarray:
+    """Image files -> float32 ``[N, 3, img_size, img_size]``, as the eval pipeline prepares them (the one
+    image loader of inference and visualisation)."""
     ops = eval_transforms(pre.img_size, pre.crop_pct, pre.interpolation, pre.mean, pre.std)
     out = []
     for path in paths:
@@ -79,7 +81,7 @@ def preprocess_images(paths: Sequence[Union[str, os.PathLike]], pre: Preprocess)
     return np.stack(out)
 
 
-def load_class_names(path: Union[str, os.PathLike], num_classes: Optional[int] = None) -> List[str]:
+def load_class_names(path: str | os.PathLike, num_classes: int | None = None) -> list[str]:
     """One class name per line (trailing whitespace ignored); with ``num_classes`` the count must match."""
     path = Path(path)
     if not path.is_file():
@@ -94,8 +96,8 @@ def load_class_names(path: Union[str, os.PathLike], num_classes: Optional[int] =
     return names
 
 
-def resolve_class_names(num_classes: int, class_names_file: Optional[Union[str, os.PathLike]] = None,
-                        data_path: Optional[str] = None) -> List[str]:
+def resolve_class_names(num_classes: int, class_names_file: str | os.PathLike | None = None,
+                        data_path: str | None = None) -> list[str]:
     """Names of the model's classes (see the module docstring for the order of the sources)."""
     if class_names_file is not None:
         return load_class_names(class_names_file, num_classes)
@@ -129,7 +131,7 @@ class CellPredictor:
 class MindIRPredictor:
     """Runs an exported MindIR; its batch size and image size are fixed by the graph's input shape."""
 
-    def __init__(self, path: Union[str, os.PathLike]):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         meta = read_mindir_meta(self.path)
         self.input_shape = meta.input_shape
@@ -143,14 +145,14 @@ class MindIRPredictor:
         return self.graph(Tensor(batch)).asnumpy()
 
 
-def _check_batch(batch: np.ndarray, shape: Tuple[int, ...], what: str) -> None:
+def _check_batch(batch: np.ndarray, shape: tuple[int, ...], what: str) -> None:
     """The graph was compiled for one shape: anything else is a clear error instead of a MindSpore trace."""
     if tuple(batch.shape) != shape or batch.dtype != np.float32:
         raise ValueError(f"{what} takes float32 input {list(shape)} (batch {shape[0]}, {shape[2]}x{shape[3]} "
                          f"px), got {batch.dtype} {list(batch.shape)}")
 
 
-def predict(predictor: Union[CellPredictor, MindIRPredictor], images: np.ndarray) -> np.ndarray:
+def predict(predictor: CellPredictor | MindIRPredictor, images: np.ndarray) -> np.ndarray:
     """Logits ``[N, num_classes]`` of ``images`` ``[N, 3, H, W]``, run in chunks of the predictor's batch size."""
     b = predictor.batch_size
     logits = []
@@ -163,7 +165,7 @@ def predict(predictor: Union[CellPredictor, MindIRPredictor], images: np.ndarray
     return np.concatenate(logits)
 
 
-def topk_probs(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+def topk_probs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities and class indices of the ``k`` most likely classes, ``[N, k]`` each, best first."""
     k = min(k, logits.shape[-1])
     z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
@@ -171,3 +173,49 @@ def topk_probs(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     # Stable sort on -probs: equal probabilities keep index order, so the result is deterministic.
     idx = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     return np.take_along_axis(probs, idx, axis=-1), idx
+
+
+WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
+Predictor = CellPredictor | MindIRPredictor
+
+
+def open_model(model_path: str | os.PathLike, cfg: Mapping[str, Any] | None = None,
+               batch_size: int = 1) -> tuple[Predictor, Preprocess]:
+    """A predictor for ``model_path`` and the preprocessing its inputs need.
+
+    Weights (``.ckpt``, ``.pth``, ``.safetensors``) need ``cfg`` to build the model and run in batches of
+    ``batch_size``. An exported ``.mindir`` fixes its own batch and image size; its preprocessing is ``cfg``'s
+    (which must describe the exported model) or else the settings stored in it by ``export.py``.
+    """
+    from .factory import build_model  # the model zoo only for weights
+
+    path = Path(model_path)
+    if path.suffix.lower() != ".mindir":
+        if path.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise ValueError(f"{path}: expected a .mindir or weights ({', '.join(WEIGHT_SUFFIXES)})")
+        if cfg is None:
+            raise ValueError(f"{path}: building the model of a checkpoint needs its config")
+        return CellPredictor(build_model(cfg, str(path)), batch_size), preprocess_from_config(cfg)
+    predictor = MindIRPredictor(path)
+    if cfg is None:
+        if predictor.info is None:
+            raise ValueError(f"{path}: the file stores no preprocessing settings (not written by export.py); "
+                             f"give the config of the exported model")
+        return predictor, Preprocess.from_dict(predictor.info, str(path))
+    pre = preprocess_from_config(cfg)
+    if pre.img_size != predictor.input_shape[2] or cfg["model"]["num_classes"] != predictor.num_classes:
+        raise ValueError(f"the config's model ({pre.img_size} px, {cfg['model']['num_classes']} classes) is not the "
+                         f"one exported to {path} ({predictor.input_shape[2]} px, {predictor.num_classes} classes)")
+    return predictor, pre
+
+
+def classify(paths: Sequence[str | os.PathLike], predictor: Predictor, pre: Preprocess,
+             class_names_file: str | os.PathLike | None = None, topk: int = 5) -> str:
+    """The ``topk`` classes of every image with their probabilities, as the text ``infer.py`` prints."""
+    names = resolve_class_names(predictor.num_classes, class_names_file, pre.data_path)
+    probs, idx = topk_probs(predict(predictor, load_images(paths, pre)), topk)
+    lines = []
+    for path, p_row, i_row in zip(paths, probs, idx):
+        lines.append(str(path))
+        lines += [f"  {rank}. {p:7.2%}  {names[i]} (class {i})" for rank, (p, i) in enumerate(zip(p_row, i_row), 1)]
+    return "\n".join(lines)

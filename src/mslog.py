@@ -4,8 +4,8 @@ MindSpore logs ``[ERROR]``/``[WARNING]`` lines through a Python logger before ra
 not available, or a checkpoint cannot be parsed); printed before our message they bury it.
 """
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, List
 
 from mindspore import log as ms_log
 
@@ -15,7 +15,7 @@ __all__ = ["held_mindspore_logs"]
 class _Hold(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
-        self.records: List[logging.LogRecord] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)

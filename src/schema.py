@@ -16,16 +16,18 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import yaml
+
+from .fileio import PathLike
 
 __all__ = ["ConfigError", "KeyProblem", "Check", "Key", "REQUIRED", "Schema", "an_int", "a_float", "a_bool",
            "a_str", "int_or_int_list", "ascending_int_list", "float_list", "show", "hint"]
 
-PathLike = Union[str, "os.PathLike[str]"]
-CrossCheck = Callable[[Dict[str, Any]], None]
+CrossCheck = Callable[[dict[str, Any]], None]
 
 
 class ConfigError(ValueError):
@@ -67,7 +69,7 @@ class Key:
     check: Check
     default: Any
     doc: str
-    required_if: Optional[str] = None
+    required_if: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -76,7 +78,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)  # YAML true/false must not pass as 1/0
 
 
-def _range_text(lo: Optional[float], hi: Optional[float], lo_open: bool, hi_open: bool) -> str:
+def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
     if lo is not None and hi is not None:
         return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
     if lo is not None:
@@ -86,22 +88,22 @@ def _range_text(lo: Optional[float], hi: Optional[float], lo_open: bool, hi_open
     return ""
 
 
-def _within(v: float, lo: Optional[float], hi: Optional[float], lo_open: bool, hi_open: bool) -> bool:
+def _within(v: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> bool:
     if lo is not None and (v <= lo if lo_open else v < lo):
         return False
     return hi is None or (v < hi if hi_open else v <= hi)
 
 
-def _as_float(v: Any, lo: Optional[float], hi: Optional[float], lo_open: bool, hi_open: bool) -> float:
+def _as_float(v: Any, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> float:
     if not (_is_int(v) or isinstance(v, float)) or not math.isfinite(v) or not _within(v, lo, hi, lo_open,
                                                                                        hi_open):
         raise _Invalid
     return float(v)
 
 
-def an_int(lo: Optional[int] = None, hi: Optional[int] = None, nullable: bool = False) -> Check:
+def an_int(lo: int | None = None, hi: int | None = None, nullable: bool = False) -> Check:
     """An int (not a bool) in ``[lo, hi]``; ``nullable`` also accepts null."""
-    def fn(v: Any) -> Optional[int]:
+    def fn(v: Any) -> int | None:
         if v is None and nullable:
             return None
         if not _is_int(v) or not _within(v, lo, hi, False, False):
@@ -110,10 +112,10 @@ def an_int(lo: Optional[int] = None, hi: Optional[int] = None, nullable: bool = 
     return Check("an int" + _range_text(lo, hi, False, False) + (" or null" if nullable else ""), fn)
 
 
-def a_float(lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
+def a_float(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
             hi_open: bool = False, nullable: bool = False) -> Check:
     """A finite float (an int is accepted and converted) in the given range; ``nullable`` also accepts null."""
-    def fn(v: Any) -> Optional[float]:
+    def fn(v: Any) -> float | None:
         if v is None and nullable:
             return None
         return _as_float(v, lo, hi, lo_open, hi_open)
@@ -129,7 +131,7 @@ def a_bool() -> Check:
     return Check("true or false", fn)
 
 
-def a_str(choices: Optional[Sequence[str]] = None) -> Check:
+def a_str(choices: Sequence[str] | None = None) -> Check:
     """A non-empty string, or one of ``choices``."""
     def fn(v: Any) -> str:
         if not isinstance(v, str) or not v.strip() or (choices is not None and v not in choices):
@@ -140,7 +142,7 @@ def a_str(choices: Optional[Sequence[str]] = None) -> Check:
 
 def int_or_int_list(lo: int = 0) -> Check:
     """An int >= lo, or a list of them."""
-    def fn(v: Any) -> Union[int, List[int]]:
+    def fn(v: Any) -> int | list[int]:
         if _is_int(v) and v >= lo:
             return v
         if isinstance(v, list) and all(_is_int(x) and x >= lo for x in v):
@@ -151,7 +153,7 @@ def int_or_int_list(lo: int = 0) -> Check:
 
 def ascending_int_list(lo: int = 0) -> Check:
     """A list of distinct ints >= lo in ascending order (so list-valued companions pair up unambiguously)."""
-    def fn(v: Any) -> List[int]:
+    def fn(v: Any) -> list[int]:
         if not isinstance(v, list) or not all(_is_int(x) and x >= lo for x in v) or \
                 any(a >= b for a, b in zip(v, v[1:])):
             raise _Invalid
@@ -159,10 +161,10 @@ def ascending_int_list(lo: int = 0) -> Check:
     return Check(f"a list of distinct ints >= {lo} in ascending order", fn)
 
 
-def float_list(n: int, lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
+def float_list(n: int, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
                hi_open: bool = False) -> Check:
     """A list of exactly ``n`` finite floats in the given range."""
-    def fn(v: Any) -> List[float]:
+    def fn(v: Any) -> list[float]:
         if not isinstance(v, list) or len(v) != n:
             raise _Invalid
         return [_as_float(x, lo, hi, lo_open, hi_open) for x in v]
@@ -175,7 +177,7 @@ def float_list(n: int, lo: Optional[float] = None, hi: Optional[float] = None, l
 class _Loader(yaml.SafeLoader):
     """Safe loader with YAML 1.2 exponent floats and duplicate-key errors (see the module docstring)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode):
@@ -186,8 +188,8 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-                              list("-+.0123456789"))
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
 
 
 def _parse_yaml(text: str) -> Any:
@@ -216,11 +218,11 @@ class Schema(dict):
     after every key passed its own check; each takes the filled-in config and raises
     ``KeyProblem(dotted key to blame, message)``."""
 
-    def __init__(self, table: Mapping[str, Union[Key, Mapping[str, Key]]], cross_checks: Sequence[CrossCheck] = ()):
+    def __init__(self, table: Mapping[str, Key | Mapping[str, Key]], cross_checks: Sequence[CrossCheck] = ()):
         super().__init__(table)
         self.cross_checks = list(cross_checks)
 
-    def rows(self) -> List[Tuple[str, Key]]:
+    def rows(self) -> list[tuple[str, Key]]:
         """Every schema key as (dotted name, Key), in schema order."""
         rows = []
         for name, entry in self.items():
@@ -231,7 +233,7 @@ class Schema(dict):
         return rows
 
 
-    def _unknown(self, name: str, section: Optional[str]) -> str:
+    def _unknown(self, name: str, section: str | None) -> str:
         if section is None:
             known = list(self)
             return f"unknown section or key{hint(name, known)}; known: {', '.join(known)}"
@@ -239,7 +241,7 @@ class Schema(dict):
         return f"unknown key{hint(name, known)}; known {section} keys: {', '.join(known)}"
 
 
-    def _read_file(self, path: str) -> Dict[str, Any]:
+    def _read_file(self, path: str) -> dict[str, Any]:
         """The raw values of the file, by dotted key (structure checked, values not yet)."""
         try:
             with open(path, encoding="utf-8") as f:
@@ -274,7 +276,7 @@ class Schema(dict):
         return raw
 
 
-    def _parse_override(self, text: str) -> Tuple[str, Any]:
+    def _parse_override(self, text: str) -> tuple[str, Any]:
         """``"section.key=value"`` -> (dotted key, YAML-parsed value)."""
         where = f"override '{text}'"
         dotted, sep, value = text.partition("=")
@@ -299,7 +301,7 @@ class Schema(dict):
             raise ConfigError(f"{where}: {dotted}: value is {_yaml_error(exc)}") from None
 
 
-    def load(self, path: PathLike, overrides: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    def load(self, path: PathLike, overrides: Sequence[str] | None = None) -> dict[str, Any]:
         """Read, override, validate and complete a YAML config.
 
         Args:
@@ -345,7 +347,7 @@ class Schema(dict):
                 raise ConfigError(f"{origin[dotted]}: {dotted}: expected {key.check.text}, "
                                   f"got {show(raw[dotted])}") from None
 
-        cfg: Dict[str, Any] = {}
+        cfg: dict[str, Any] = {}
         for dotted, value in flat.items():
             section, _, key = dotted.rpartition(".")
             if section:

@@ -22,19 +22,19 @@ import io
 import itertools
 import math
 import statistics
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 
 from .budget import MacsModel
+from .factory import build_model, dataset_from_config
 from .fileio import write_bytes_atomic, write_json_atomic
-from .timing import time_calls
 from .flops import count_macs
 from .models import VisionTransformer
-from .factory import build_model, dataset_from_config
+from .timing import time_calls
 from .token_reduction import PPTSetting
 
 __all__ = ["CSV_COLUMNS", "run_sweep", "measure_throughput", "evaluate_on", "format_sweep", "plot_sweep"]
@@ -56,9 +56,9 @@ def measure_throughput(model: VisionTransformer, batch_size: int, runs: int, see
     return batch_size / statistics.median(times)
 
 
-def evaluate_on(model: VisionTransformer, cfg: Dict[str, Any], data: str, *, split: str = "val",
-                batch_size: Optional[int] = None, max_images: Optional[int] = None, progress: bool = True,
-                desc: str = "eval") -> Dict[str, Any]:
+def evaluate_on(model: VisionTransformer, cfg: dict[str, Any], data: str, *, split: str = "val",
+                batch_size: int | None = None, max_images: int | None = None, progress: bool = True,
+                desc: str = "eval") -> dict[str, Any]:
     """:func:`src.evaluate.evaluate` of ``model`` on ``<data>/<split>`` (``data`` may be ``"demo"``),
     preprocessed as ``cfg["data"]`` says; with ``max_images``, on a seeded random subset of about that many
     images (whole batches), the same for every call with the same arguments."""
@@ -76,14 +76,14 @@ def evaluate_on(model: VisionTransformer, cfg: Dict[str, Any], data: str, *, spl
     return evaluate(model, dataset, progress=progress, desc=desc)
 
 
-def _setting_cfg(cfg: Dict[str, Any], r: int, layers: Sequence[int], threshold: float) -> Dict[str, Any]:
+def _setting_cfg(cfg: dict[str, Any], r: int, layers: Sequence[int], threshold: float) -> dict[str, Any]:
     out = copy.deepcopy(cfg)
     out["ppt"].update(enabled=True, r=r, layers=list(layers), threshold=threshold)
     return out
 
 
-def _check_settings(cfg: Dict[str, Any], r_values: Sequence[int], layer_sets: Optional[Sequence[Sequence[int]]],
-                    thresholds: Optional[Sequence[float]]):
+def _check_settings(cfg: dict[str, Any], r_values: Sequence[int], layer_sets: Sequence[Sequence[int]] | None,
+                    thresholds: Sequence[float] | None):
     if not r_values or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in r_values):
         raise ValueError(f"sweep: r values must be ints >= 0, got {list(r_values)!r}")
     ppt = cfg["ppt"]
@@ -108,16 +108,16 @@ def _check_settings(cfg: Dict[str, Any], r_values: Sequence[int], layer_sets: Op
     return [list(layers) for layers in layer_sets], [float(t) for t in thresholds]
 
 
-def _row(name: str, model: VisionTransformer, macs: int, threshold: Optional[float]) -> Dict[str, Any]:
+def _row(name: str, model: VisionTransformer, macs: int, threshold: float | None) -> dict[str, Any]:
     return {"name": name, "ppt": bool(model.ppt_layers), "r": list(model.ppt_r), "layers": list(model.ppt_layers),
             "threshold": threshold, "tokens": int(model.tokens_per_block[-1]), "macs": macs, "gmacs": macs / 1e9}
 
 
-def run_sweep(cfg: Dict[str, Any], ckpt_file: Optional[str], r_values: Sequence[int],
-              layer_sets: Optional[Sequence[Sequence[int]]] = None, thresholds: Optional[Sequence[float]] = None,
-              data: Optional[str] = None, batch_size: Optional[int] = None, max_images: Optional[int] = None,
+def run_sweep(cfg: dict[str, Any], ckpt_file: str | None, r_values: Sequence[int],
+              layer_sets: Sequence[Sequence[int]] | None = None, thresholds: Sequence[float] | None = None,
+              data: str | None = None, batch_size: int | None = None, max_images: int | None = None,
               timing_runs: int = 5, out_prefix: str = "outputs/sweep", *, split: str = "val",
-              progress: bool = True) -> List[Dict[str, Any]]:
+              progress: bool = True) -> list[dict[str, Any]]:
     """Measure the baseline and every (layers, r, threshold) setting; write CSV, JSON and PNG.
 
     Args:
@@ -197,7 +197,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _csv(rows: Sequence[Dict[str, Any]]) -> str:
+def _csv(rows: Sequence[dict[str, Any]]) -> str:
     """Rows as CSV; lists are space-separated, unmeasured values empty."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -207,7 +207,7 @@ def _csv(rows: Sequence[Dict[str, Any]]) -> str:
     return text.getvalue()
 
 
-def format_sweep(rows: Sequence[Dict[str, Any]]) -> str:
+def format_sweep(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as an aligned text table."""
     header = ["setting", "tokens", "GMACs", "MACs ratio", "images/s", "speed-up", "top-1 (%)"]
     table = [[row["name"], str(row["tokens"]), f"{row['gmacs']:.3f}", f"{row['macs_ratio']:.3f}",
@@ -220,7 +220,7 @@ def format_sweep(rows: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_sweep(rows: Sequence[Dict[str, Any]], path: str, title: str = "") -> None:
+def plot_sweep(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
     """Two panels, top-1 vs GMACs and images/s vs GMACs (the baseline is ``rows[0]``, a star); one line per
     (layers, threshold) through its r values, each point labelled with its r. Written atomically."""
     import matplotlib  # late: only plotting needs it
@@ -229,7 +229,7 @@ def plot_sweep(rows: Sequence[Dict[str, Any]], path: str, title: str = "") -> No
     import matplotlib.pyplot as plt
 
     base, settings = rows[0], rows[1:]
-    series: Dict[str, List[Dict[str, Any]]] = {}
+    series: dict[str, list[dict[str, Any]]] = {}
     for row in settings:
         series.setdefault(f"layers {row['layers']}, thr {row['threshold']:g}", []).append(row)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100)

@@ -1,12 +1,13 @@
 """Timing a MindSpore call the same way everywhere (benchmark, sweep, evaluation): the outputs are copied to
 the host inside the timed span, which waits for the device, so a call's time is its whole cost."""
 import time
-from typing import Any, Callable, List, Tuple
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["timed_call", "time_calls"]
 
 
-def timed_call(fn: Callable[..., Any], *args: Any) -> Tuple[Any, float]:
+def timed_call(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     """``fn(*args)`` with its output(s) as numpy arrays, and the seconds the call took."""
     t0 = time.perf_counter()
     out = fn(*args)
@@ -14,7 +15,7 @@ def timed_call(fn: Callable[..., Any], *args: Any) -> Tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def time_calls(fn: Callable[..., Any], *args: Any, warmup: int = 1, runs: int = 5) -> List[float]:
+def time_calls(fn: Callable[..., Any], *args: Any, warmup: int = 1, runs: int = 5) -> list[float]:
     """Seconds of ``runs`` timed calls of ``fn(*args)`` after ``warmup`` untimed ones (in graph mode the first
     call compiles)."""
     if warmup < 0 or runs < 1:

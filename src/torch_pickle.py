@@ -30,7 +30,8 @@ import pickletools
 import struct
 import zipfile
 import zlib
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 1024:.1f} PiB"
 
 
-def _dims(values: Tuple[int, ...]) -> str:
+def _dims(values: tuple[int, ...]) -> str:
     """A checked size or stride tuple (at most MAX_DIMS ints below 2**62), e.g. ``[3, 4]``."""
     return "[" + ", ".join(map(str, values)) + "]"
 
@@ -111,10 +112,10 @@ class _PickleCheck:
     """Simulates the C unpickler's stack, marks and memo on :class:`_Node` values (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.stack: List[_Node] = []
-        self.marks: List[int] = []
-        self.memo: Dict[int, _Node] = {}
-        ops: Dict[str, Callable[[Any], None]] = dict.fromkeys(_ATOM_OPS, lambda _: self._push(_Node(_ATOM)))
+        self.stack: list[_Node] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, _Node] = {}
+        ops: dict[str, Callable[[Any], None]] = dict.fromkeys(_ATOM_OPS, lambda _: self._push(_Node(_ATOM)))
         ops.update(dict.fromkeys(("GLOBAL", "EXT1", "EXT2", "EXT4"), lambda _: self._push(_Node(_GLOBAL))))
         ops.update(dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), self._memo_get))
         ops.update(dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), self._memo_put))
@@ -163,14 +164,14 @@ class _PickleCheck:
     def _push(self, node: _Node) -> None:
         self.stack.append(node)
 
-    def _pop(self, n: int) -> List[_Node]:
+    def _pop(self, n: int) -> list[_Node]:
         if len(self.stack) - n < self._fence():
             raise _Invalid("not a valid pickle (stack underflow)")
         items = self.stack[len(self.stack) - n:]
         del self.stack[len(self.stack) - n:]
         return items
 
-    def _pop_mark(self) -> List[_Node]:
+    def _pop_mark(self) -> list[_Node]:
         if not self.marks:
             raise _Invalid("not a valid pickle (no mark)")
         start = self.marks.pop()
@@ -199,7 +200,7 @@ class _PickleCheck:
             raise UnsafePickleError(f"the pickle uses memo index {index}, more than {MAX_OPCODES:,}")
         self.memo[index] = self._top()
 
-    def _new(self, kind: str, items: List[_Node]) -> _Node:
+    def _new(self, kind: str, items: list[_Node]) -> _Node:
         node = _Node(kind, 1 + max((item.depth for item in items), default=0))
         if node.depth > MAX_DEPTH:
             raise UnsafePickleError(f"the pickle nests containers more than {MAX_DEPTH} deep")
@@ -207,7 +208,7 @@ class _PickleCheck:
             item.inside = True
         return node
 
-    def _fill(self, items: List[_Node], build: bool = False) -> None:
+    def _fill(self, items: list[_Node], build: bool = False) -> None:
         """APPEND(S), SETITEM(S), ADDITEMS, BUILD: ``items`` go into the value below them."""
         target = self._top()
         if build and target.kind == _GLOBAL:
@@ -219,7 +220,7 @@ class _PickleCheck:
                                     "(a self-referencing or crafted structure)")
         target.depth = max(target.depth, self._new(_OBJECT, items).depth)
 
-    def _call(self, items: List[_Node]) -> None:
+    def _call(self, items: list[_Node]) -> None:
         """REDUCE, NEWOBJ(_EX), OBJ: ``items[0]`` is called with the rest."""
         if not items or items[0].kind != _GLOBAL:
             raise UnsafePickleError("the pickle calls something other than an allow-listed class or function")
@@ -278,8 +279,8 @@ class TensorRef(NamedTuple):
     """
     storage: StorageRef
     offset: int
-    size: Tuple[int, ...]
-    stride: Tuple[int, ...]
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
     numel: int
     reach: int
 
@@ -322,7 +323,7 @@ def _rebuild_parameter(data: Any, requires_grad: Any = None, backward_hooks: Any
     return data
 
 
-_ALLOWED_GLOBALS: Dict[Tuple[str, str], Any] = {
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -339,7 +340,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str) -> None:
         super().__init__(io.BytesIO(data))
         self._archive, self._prefix = archive, prefix
-        self._storages: Dict[str, StorageRef] = {}
+        self._storages: dict[str, StorageRef] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -408,12 +409,12 @@ def _unpickle(archive: zipfile.ZipFile, prefix: str) -> Any:
     return _RestrictedUnpickler(data, archive, prefix).load()
 
 
-def _key_list(obj: Dict[Any, Any]) -> str:
+def _key_list(obj: dict[Any, Any]) -> str:
     keys = [quoted(k) if isinstance(k, str) else describe(k) for k in list(obj)[:8]]
     return ", ".join(keys) + (f" (and {len(obj) - 8} more)" if len(obj) > 8 else "")
 
 
-def _unwrap_state_dict(obj: Any) -> Dict[str, TensorRef]:
+def _unwrap_state_dict(obj: Any) -> dict[str, TensorRef]:
     """Accept a bare state dict or the DeiT release layout ``{"model": state_dict, ...}``."""
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
@@ -429,7 +430,7 @@ def _unwrap_state_dict(obj: Any) -> Dict[str, TensorRef]:
     return dict(obj)
 
 
-def _check_memory(state: Dict[str, TensorRef], reach: Dict[StorageRef, int], file_size: int) -> None:
+def _check_memory(state: dict[str, TensorRef], reach: dict[StorageRef, int], file_size: int) -> None:
     """Refuse a file whose tensors need far more memory than its size (stride-0 views, inflating records)."""
     need = sum(ref.numel * ref.storage.type.out_itemsize for ref in state.values())
     need += sum(n * np.dtype(storage.type.dtype).itemsize for storage, n in reach.items())
@@ -465,9 +466,9 @@ def _tensor(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
     return view.astype(np.float32 if flat.dtype.kind == "f" else flat.dtype.newbyteorder("="))
 
 
-def _materialize(archive: zipfile.ZipFile, state: Dict[str, TensorRef], byteorder: str,
-                 file_size: int) -> Dict[str, np.ndarray]:
-    users: Dict[StorageRef, List[str]] = {}
+def _materialize(archive: zipfile.ZipFile, state: dict[str, TensorRef], byteorder: str,
+                 file_size: int) -> dict[str, np.ndarray]:
+    users: dict[StorageRef, list[str]] = {}
     for name, ref in state.items():
         users.setdefault(ref.storage, []).append(name)
     reach = {storage: max(state[name].reach for name in names) for storage, names in users.items()}
@@ -479,7 +480,7 @@ def _materialize(archive: zipfile.ZipFile, state: Dict[str, TensorRef], byteorde
     return {name: out[name] for name in state}
 
 
-def read_torch_zip(path: str) -> Dict[str, np.ndarray]:
+def read_torch_zip(path: str) -> dict[str, np.ndarray]:
     """The state dict of a PyTorch zip checkpoint (``torch.save``), read as the module docstring describes.
 
     Accepts a bare state dict or ``{"model": state_dict, ...}`` (other entries are not read); returns

@@ -16,22 +16,23 @@ least :data:`MIN_PANEL` pixels. Every file is written atomically.
 """
 import colorsys
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 from PIL import Image, ImageDraw, ImageFont
 
+from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
 from .fileio import atomic_path
-from .data.folder import IMAGE_EXTENSIONS, load_rgb, scan_image_folder
-from .data.transforms import eval_transforms
+from .inference import Preprocess, load_images
 from .models import PPTStats, VisionTransformer
 from .token_reduction import get_policy
 
-__all__ = ["MIN_PANEL", "TokenMap", "token_map", "load_images", "trace_tokens", "render_block", "render_input",
+__all__ = ["MIN_PANEL", "TokenMap", "token_map", "display_pixels", "trace_tokens", "render_block", "render_input",
            "render_grid", "save_png", "collect_images", "demo_images", "visualize_images", "describe_weights"]
 
 MIN_PANEL = 224  # smallest displayed image side, in pixels
@@ -58,7 +59,7 @@ class TokenMap:
         return int((self.owner < 0).sum())
 
     @property
-    def group_sizes(self) -> List[int]:
+    def group_sizes(self) -> list[int]:
         """Patch counts of the pooled groups (tokens standing for more than one patch)."""
         return [int(s) for s in self.sizes if s > 1]
 
@@ -83,35 +84,15 @@ def token_map(source: np.ndarray, num_prefix_tokens: int, grid: int) -> TokenMap
     return TokenMap(owner=owner.reshape(grid, grid), sizes=covers.sum(axis=1))
 
 
-def load_images(paths: Sequence[os.PathLike], data_cfg: Dict[str, Any],
-                img_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Preprocess image files as evaluation does.
-
-    Returns ``(batch, display)``: the normalised float32 ``[B, 3, img_size, img_size]`` model input, and the
-    same pixels un-normalised to uint8 ``[B, img_size, img_size, 3]`` for display.
-    """
-    ops = eval_transforms(img_size, data_cfg["crop_pct"], data_cfg["interpolation"], data_cfg["mean"],
-                          data_cfg["std"])
-    batch = []
-    for path in paths:
-        try:
-            image = load_rgb(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such image file") from None
-        except Exception as exc:  # PIL raises many types for undecodable files; name the file and the reason
-            raise ValueError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
-        for op in ops:
-            image = op(image)
-        batch.append(np.asarray(image, dtype=np.float32))
-    batch = np.stack(batch)
-    mean = np.asarray(data_cfg["mean"], np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(data_cfg["std"], np.float32).reshape(1, 3, 1, 1)
-    display = np.clip(np.rint((batch * std + mean) * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    return batch, display
+def display_pixels(batch: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """The model input ``[B, 3, H, W]`` un-normalised to uint8 ``[B, H, W, 3]`` for display."""
+    mean = np.asarray(pre.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(pre.std, np.float32).reshape(1, 3, 1, 1)
+    return np.clip(np.rint((batch * std + mean) * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def trace_tokens(model: VisionTransformer, batch: np.ndarray,
-                 batch_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[np.ndarray]]:
+                 batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """Run ``PPTStats(model, trace=True)`` over ``batch`` in chunks of ``batch_size`` rows.
 
     Every chunk has ``min(batch_size, len(batch))`` rows (the last one padded with zeros and cut off
@@ -125,7 +106,7 @@ def trace_tokens(model: VisionTransformer, batch: np.ndarray,
     stats = PPTStats(model, trace=True)
     was_training = model.training
     model.set_train(False)
-    outputs: List[List[np.ndarray]] = []
+    outputs: list[list[np.ndarray]] = []
     try:
         for start in range(0, n, rows):
             chunk = batch[start:start + rows]
@@ -223,12 +204,12 @@ def save_png(image: Image.Image, path: os.PathLike) -> None:
         image.save(tmp, format="PNG")
 
 
-def collect_images(inputs: Sequence[os.PathLike]) -> List[Path]:
+def collect_images(inputs: Sequence[os.PathLike]) -> list[Path]:
     """Image files named by ``inputs``: files as given, folders searched recursively (sorted).
 
     Raises FileNotFoundError for a missing path, ValueError for a folder without images or a file given twice.
     """
-    found: List[Path] = []
+    found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -249,20 +230,20 @@ def collect_images(inputs: Sequence[os.PathLike]) -> List[Path]:
     return found
 
 
-def demo_images(root: os.PathLike, count: int, split: str = "val") -> List[Path]:
+def demo_images(root: os.PathLike, count: int, split: str = "val") -> list[Path]:
     """``count`` images of a dataset split, one class after another (the first image of each class, then
     the second, ...), so a few images show several classes."""
     if count < 1:
         raise ValueError(f"--demo: expected a number of images >= 1, got {count}")
     scan = scan_image_folder(Path(root) / split)
-    per_class: List[List[Path]] = [[] for _ in scan.classes]
+    per_class: list[list[Path]] = [[] for _ in scan.classes]
     for path, label in scan.samples:
         per_class[label].append(path)
     order = [paths[i] for i in range(max(map(len, per_class))) for paths in per_class if i < len(paths)]
     return order[:count]
 
 
-def _output_names(paths: Sequence[Path]) -> List[str]:
+def _output_names(paths: Sequence[Path]) -> list[str]:
     """File stems, prefixed with the parent folder's name where stems collide (demo images are 0000.png in
     every class folder)."""
     stems = [p.stem for p in paths]
@@ -275,14 +256,14 @@ def _output_names(paths: Sequence[Path]) -> List[str]:
 
 
 def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out_dir: os.PathLike,
-                     data_cfg: Dict[str, Any], weights_label: str, batch_size: int = 8) -> List[Dict[str, Any]]:
+                     pre: Preprocess, weights_label: str, batch_size: int = 8) -> list[dict[str, Any]]:
     """Write the per-block PNGs and the grid PNG of every image (see the module docstring).
 
     Args:
         model: a PPT model (at least one PP block with r > 0).
         paths: image files.
         out_dir: output folder (created if missing).
-        data_cfg: the config's ``data`` section (crop_pct, interpolation, mean, std).
+        pre: the evaluation preprocessing (``src.inference.preprocess_from_config``).
         weights_label: shown on every input panel, e.g. the checkpoint name or "RANDOM WEIGHTS".
         batch_size: images per forward pass.
 
@@ -301,7 +282,8 @@ def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    batch, display = load_images(paths, data_cfg, model.img_size)
+    batch = load_images(paths, pre)
+    display = display_pixels(batch, pre)
     logits, pooled, svar, sources = trace_tokens(model, batch, batch_size)
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = shifted / shifted.sum(axis=1, keepdims=True)
@@ -336,6 +318,6 @@ def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out
     return results
 
 
-def describe_weights(ckpt_file: Optional[str]) -> str:
+def describe_weights(ckpt_file: str | None) -> str:
     """The caption naming the weights: the checkpoint's file name, or a warning for random weights."""
     return f"weights: {Path(ckpt_file).name}" if ckpt_file else "RANDOM WEIGHTS (no checkpoint)"

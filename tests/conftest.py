@@ -6,7 +6,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+FIXTURES = ROOT / "tests" / "fixtures"
 # Architecture of the golden model (tests/fixtures/ppt_reference.json -> arch).
 MINI_ARCH = dict(img_size=112, patch_size=8, embed_dim=48, depth=12, num_heads=3)
 MINI_CLASSES = 10

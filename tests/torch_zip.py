@@ -5,7 +5,6 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Dict, Tuple
 
 import numpy as np
 
@@ -20,7 +19,7 @@ def p_int(value: int) -> bytes:
     return pickle.BININT + struct.pack("<i", value) if -2 ** 31 <= value < 2 ** 31 else p_embed(value)
 
 
-def p_ints(values: Tuple[int, ...]) -> bytes:
+def p_ints(values: tuple[int, ...]) -> bytes:
     return pickle.MARK + b"".join(map(p_int, values)) + pickle.TUPLE
 
 
@@ -44,7 +43,7 @@ def p_tensor(key: str, storage_type: str, numel: int, offset: int, shape, stride
     return p_global("torch._utils", "_rebuild_tensor_v2") + pickle.MARK + args + pickle.TUPLE + pickle.REDUCE
 
 
-def write_zip(path: Path, pkl: bytes, storages: Dict[str, bytes], byteorder: str = "little") -> None:
+def write_zip(path: Path, pkl: bytes, storages: dict[str, bytes], byteorder: str = "little") -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("archive/data.pkl", pkl)
         zf.writestr("archive/byteorder", byteorder)
@@ -53,7 +52,7 @@ def write_zip(path: Path, pkl: bytes, storages: Dict[str, bytes], byteorder: str
         zf.writestr("archive/version", "3\n")
 
 
-def write_pth(path: Path, entries: Dict[str, tuple], storages: Dict[str, bytes], storage_type: str = "FloatStorage",
+def write_pth(path: Path, entries: dict[str, tuple], storages: dict[str, bytes], storage_type: str = "FloatStorage",
                byteorder: str = "little", wrap: bool = True) -> None:
     """``entries``: name -> (storage key, numel, offset, shape, stride). Mirrors torch: an OrderedDict state dict
     with ``_metadata`` set by BUILD; ``wrap`` gives DeiT's training layout {"model", "epoch", "args"}."""
@@ -74,7 +73,7 @@ def encode(x: np.ndarray, storage_type: str, byteorder: str) -> bytes:
     return x.astype(order + kind).tobytes()
 
 
-def state_to_pth(path: Path, state: Dict[str, np.ndarray], storage_type: str = "FloatStorage",
+def state_to_pth(path: Path, state: dict[str, np.ndarray], storage_type: str = "FloatStorage",
                   byteorder: str = "little", wrap: bool = True) -> None:
     """One contiguous storage per tensor, like ``torch.save(model.state_dict())``."""
     entries, storages = {}, {}

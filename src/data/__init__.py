@@ -3,14 +3,14 @@
 Entry points: :func:`create_dataset` (eval and training pipelines), :func:`resolve_data_root` (``"demo"`` or
 a folder), :func:`ensure_demo_dataset`, :func:`scan_image_folder`, :func:`check_num_classes`.
 """
-from .dataset import EVAL_COLUMNS, TRAIN_COLUMNS, DatasetInfo, create_dataset
+from .dataset import EVAL_COLUMNS, TRAIN_COLUMNS, DatasetInfo, create_dataset, shard_order
 from .demo import DEMO_CLASSES, DEMO_ENV_VAR, default_demo_root, ensure_demo_dataset, resolve_data_root
 from .folder import IMAGE_EXTENSIONS, FolderScan, check_num_classes, load_rgb, scan_image_folder
-from .transforms import DEFAULT_AUG, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, resolve_aug
+from .transforms import INTERPOLATIONS, check_aug
 
 __all__ = [
-    "create_dataset", "DatasetInfo", "EVAL_COLUMNS", "TRAIN_COLUMNS",
+    "create_dataset", "shard_order", "DatasetInfo", "EVAL_COLUMNS", "TRAIN_COLUMNS",
     "ensure_demo_dataset", "resolve_data_root", "default_demo_root", "DEMO_CLASSES", "DEMO_ENV_VAR",
     "scan_image_folder", "FolderScan", "check_num_classes", "load_rgb", "IMAGE_EXTENSIONS",
-    "DEFAULT_AUG", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "resolve_aug",
+    "INTERPOLATIONS", "check_aug",
 ]

@@ -7,23 +7,20 @@ The source runs in threads (``python_multiprocessing=False``) so that the unread
 visible to the caller through ``DatasetInfo.bad_files()``; PIL releases the GIL while decoding and the
 resize/normalise ops run in C++, so threads do not serialise the heavy work.
 """
-from __future__ import annotations
-
 import math
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import mindspore.dataset as ds
-
+import numpy as np
 from PIL import Image
 
 from .folder import FolderScan, check_num_classes, load_rgb, scan_image_folder
-from .transforms import (IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, BatchAugment, TrainTransform, eval_transforms,
-                         normalize_transforms, resolve_aug)
+from .transforms import INTERPOLATIONS, BatchAugment, TrainTransform, check_aug, eval_transforms, normalize_transforms
 
 __all__ = ["DatasetInfo", "create_dataset", "shard_order", "EVAL_COLUMNS", "TRAIN_COLUMNS"]
 
@@ -247,10 +244,78 @@ def _eval_length(scan: FolderScan, shard_images: int, batch_size: int, num_shard
     return length
 
 
-def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_size: int, *,
-                   training: bool = False, crop_pct: float = 0.875, interpolation: str = "bicubic",
-                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                   num_workers: int = 2, num_shards: int = 1, shard_id: int = 0, shuffle: bool | None = None,
+@dataclass(frozen=True)
+class _Pipe:
+    """The checked arguments of one ``create_dataset`` call that the pipeline builders read."""
+    img_size: int
+    batch_size: int
+    num_workers: int
+    crop_pct: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_shards: int
+    shard_id: int
+    seed: int
+    shuffle: bool
+    pad: bool
+    drop: bool
+    strict: bool
+
+
+def _check_args(split: str, img_size: int, batch_size: int, num_workers: int, num_shards: int, shard_id: int,
+                seed: int, crop_pct: float, interpolation: str, repeated_aug: int) -> None:
+    for name, value, lo in (("img_size", img_size, 1), ("batch_size", batch_size, 1), ("num_workers", num_workers, 1),
+                            ("num_shards", num_shards, 1), ("seed", seed, 0), ("repeated_aug", repeated_aug, 1)):
+        _check_int(name, value, lo)
+    if not isinstance(shard_id, int) or isinstance(shard_id, bool) or not 0 <= shard_id < num_shards:
+        raise ValueError(f"create_dataset: shard_id must be an int in [0, {num_shards}), got {shard_id!r}")
+    if not isinstance(crop_pct, (int, float)) or isinstance(crop_pct, bool) or not 0 < crop_pct <= 1:
+        raise ValueError(f"create_dataset: crop_pct must be a number in (0, 1], got {crop_pct!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"create_dataset: interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                         f"got {interpolation!r}")
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"create_dataset: split must be a folder name such as 'val', got {split!r}")
+
+
+def _train_pipeline(scan: FolderScan, pipe: _Pipe, aug: Mapping[str, Any], repeats: int,
+                    num_classes: int) -> tuple[ds.Dataset, int, bool]:
+    """The training pipeline; returns it, this shard's images per epoch and whether targets are soft."""
+    order = _train_order(scan, pipe.batch_size, pipe.num_shards, pipe.shard_id, pipe.seed, pipe.shuffle, pipe.drop,
+                         repeats)
+    transform = TrainTransform(pipe.img_size, pipe.interpolation, aug, pipe.mean)
+    source = _TrainSource(scan.samples, order, transform, pipe.seed, pipe.shard_id)
+    # Positions in order: the source already holds the epoch's (shuffled, sharded) order.
+    dataset = ds.GeneratorDataset(source, list(TRAIN_COLUMNS), shuffle=False, num_parallel_workers=pipe.num_workers,
+                                  python_multiprocessing=False)
+    dataset = dataset.map(normalize_transforms(pipe.mean, pipe.std), input_columns=["image"],
+                          num_parallel_workers=pipe.num_workers)
+    dataset = dataset.batch(pipe.batch_size, drop_remainder=pipe.drop)
+    batch_aug = BatchAugment(num_classes, aug, seed=[pipe.seed, pipe.shard_id])
+    if batch_aug.soft_targets or batch_aug.erase_prob > 0:
+        # One worker: the batches then consume the seeded generator in a fixed order.
+        dataset = dataset.map(batch_aug, input_columns=list(TRAIN_COLUMNS), num_parallel_workers=1)
+    return dataset, len(order), batch_aug.soft_targets
+
+
+def _eval_pipeline(scan: FolderScan, pipe: _Pipe, log: _BadFileLog) -> tuple[ds.Dataset, int, int]:
+    """The eval pipeline; returns it, this shard's images and its rows (padding included)."""
+    indices = list(range(pipe.shard_id, len(scan.samples), pipe.num_shards))
+    if pipe.shuffle:  # e.g. a random subset from the first batches; padding rows stay last
+        indices = [indices[i] for i in np.random.default_rng(pipe.seed).permutation(len(indices))]
+    length = _eval_length(scan, len(indices), pipe.batch_size, pipe.num_shards, pipe.pad, pipe.drop)
+    source = _EvalSource(scan.samples, indices, length, pipe.img_size, pipe.strict, log)
+    dataset = ds.GeneratorDataset(source, list(EVAL_COLUMNS), shuffle=False, num_parallel_workers=pipe.num_workers,
+                                  python_multiprocessing=False)
+    dataset = dataset.map(eval_transforms(pipe.img_size, pipe.crop_pct, pipe.interpolation, pipe.mean, pipe.std),
+                          input_columns=["image"], num_parallel_workers=pipe.num_workers)
+    return dataset.batch(pipe.batch_size, drop_remainder=pipe.drop), len(indices), length
+
+
+def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_size: int, *, crop_pct: float,
+                   interpolation: str, mean: Sequence[float], std: Sequence[float], training: bool = False,
+                   num_workers: int = 1, num_shards: int = 1, shard_id: int = 0, shuffle: bool | None = None,
                    seed: int = 0, strict: bool | None = None, pad_last: bool | None = None,
                    drop_remainder: bool | None = None, aug: Mapping[str, Any] | None = None,
                    repeated_aug: int = 1, num_classes: int | None = None) -> tuple[ds.Dataset, DatasetInfo]:
@@ -290,7 +355,8 @@ def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_siz
             this keeps shapes fixed too, but loses up to ``batch_size - 1`` images (``info.num_dropped``);
             prefer ``pad_last``. Without either, the last batch is smaller and graph mode compiles a second
             time.
-        aug: training augmentation options (see ``src.data.transforms``); eval raises if given.
+        aug: training only (required): the augmentation settings, every key of a config's ``aug`` section
+            (``config/README.md``; :func:`src.data.transforms.check_aug`); eval raises if given.
         repeated_aug: training only: DeiT's repeated augmentation; each image appears this many times per
             epoch (on different shards, or one after another on one shard), the epoch length unchanged. The
             distinct images of an epoch (``num_images / repeated_aug``) must fill one global batch.
@@ -300,72 +366,33 @@ def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_siz
     Returns:
         ``(dataset, info)``: the batched ``mindspore.dataset`` pipeline and a :class:`DatasetInfo`.
     """
-    _check_int("img_size", img_size, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("num_workers", num_workers, 1)
-    _check_int("num_shards", num_shards, 1)
-    _check_int("seed", seed, 0)
-    _check_int("repeated_aug", repeated_aug, 1)
-    if not isinstance(shard_id, int) or isinstance(shard_id, bool) or not 0 <= shard_id < num_shards:
-        raise ValueError(f"create_dataset: shard_id must be an int in [0, {num_shards}), got {shard_id!r}")
-    if not isinstance(crop_pct, (int, float)) or isinstance(crop_pct, bool) or not 0 < crop_pct <= 1:
-        raise ValueError(f"create_dataset: crop_pct must be a number in (0, 1], got {crop_pct!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"create_dataset: interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                         f"got {interpolation!r}")
-    mean = _check_stats("mean", mean, positive=False)
-    std = _check_stats("std", std, positive=True)
-    if aug is not None and not training:
-        raise ValueError("create_dataset: aug is only used with training=True")
-    if not isinstance(split, str) or not split:
-        raise ValueError(f"create_dataset: split must be a folder name such as 'val', got {split!r}")
+    _check_args(split, img_size, batch_size, num_workers, num_shards, shard_id, seed, crop_pct, interpolation,
+                repeated_aug)
+    for given, name in ((aug is not None, "aug"), (repeated_aug != 1, "repeated_aug")):
+        if given and not training:
+            raise ValueError(f"create_dataset: {name} is only used with training=True")
+    if training and aug is None:
+        raise ValueError("create_dataset: training needs aug, the augmentation settings (a config's aug section)")
     pad, drop, strict = _resolve_batching(training, pad_last, drop_remainder, strict)
-    shuffle = training if shuffle is None else bool(shuffle)
-
+    pipe = _Pipe(img_size, batch_size, num_workers, float(crop_pct), interpolation, _check_stats("mean", mean, False),
+                 _check_stats("std", std, True), num_shards, shard_id, seed,
+                 training if shuffle is None else bool(shuffle), pad, drop, strict)
     scan: FolderScan = scan_image_folder(Path(root).expanduser() / split)
     if num_classes is not None:
         check_num_classes(scan.classes, num_classes, scan.root)
-    else:
-        num_classes = len(scan.classes)
-    n = len(scan.samples)
+    num_classes = len(scan.classes)
     log = _BadFileLog()
-
     if training:
-        resolved_aug = resolve_aug(aug)
-        order = _train_order(scan, batch_size, num_shards, shard_id, seed, shuffle, drop, repeated_aug)
-        source = _TrainSource(scan.samples, order, TrainTransform(img_size, interpolation, resolved_aug, mean),
-                              seed, shard_id)
-        # Positions in order: the source already holds the epoch's (shuffled, sharded) order.
-        dataset = ds.GeneratorDataset(source, list(TRAIN_COLUMNS), shuffle=False, num_parallel_workers=num_workers,
-                                      python_multiprocessing=False)
-        dataset = dataset.map(normalize_transforms(mean, std), input_columns=["image"],
-                              num_parallel_workers=num_workers)
-        dataset = dataset.batch(batch_size, drop_remainder=drop)
-        batch_aug = BatchAugment(num_classes, resolved_aug, seed=[seed, shard_id])
-        if batch_aug.soft_targets or batch_aug.erase_prob > 0:
-            # One worker: the batches then consume the seeded generator in a fixed order.
-            dataset = dataset.map(batch_aug, input_columns=list(TRAIN_COLUMNS), num_parallel_workers=1)
-        columns, soft, shard_images, rows = TRAIN_COLUMNS, batch_aug.soft_targets, len(order), len(order)
+        aug = check_aug(aug)
+        dataset, shard_images, soft = _train_pipeline(scan, pipe, aug, repeated_aug, num_classes)
+        columns, rows = TRAIN_COLUMNS, shard_images
     else:
-        resolved_aug = None
-        if repeated_aug != 1:
-            raise ValueError("create_dataset: repeated_aug is only used with training=True")
-        indices = list(range(shard_id, n, num_shards))
-        if shuffle:  # e.g. a random subset from the first batches; padding rows stay last
-            indices = [indices[i] for i in np.random.default_rng(seed).permutation(len(indices))]
-        length = _eval_length(scan, len(indices), batch_size, num_shards, pad, drop)
-        source = _EvalSource(scan.samples, indices, length, img_size, strict, log)
-        dataset = ds.GeneratorDataset(source, list(EVAL_COLUMNS), shuffle=False, num_parallel_workers=num_workers,
-                                      python_multiprocessing=False)
-        dataset = dataset.map(eval_transforms(img_size, crop_pct, interpolation, mean, std),
-                              input_columns=["image"], num_parallel_workers=num_workers)
-        dataset = dataset.batch(batch_size, drop_remainder=drop)
-        columns, soft, shard_images, rows = EVAL_COLUMNS, False, len(indices), length
-
+        (dataset, shard_images, rows), columns, soft = _eval_pipeline(scan, pipe, log), EVAL_COLUMNS, False
     info = DatasetInfo(
-        root=scan.root, split=split, classes=scan.classes, num_classes=num_classes, num_images=n,
+        root=scan.root, split=split, classes=scan.classes, num_classes=num_classes, num_images=len(scan.samples),
         num_shard_images=shard_images, num_dropped=shard_images % batch_size if drop else 0,
         num_ignored=len(scan.ignored), ignored_files=scan.ignored, batch_size=batch_size,
         num_batches=rows // batch_size if drop else math.ceil(rows / batch_size), columns=columns,
-        training=training, soft_targets=soft, aug=resolved_aug, samples=scan.samples, _bad_files=log)
+        training=training, soft_targets=soft, aug=dict(aug) if training else None, samples=scan.samples,
+        _bad_files=log)
     return dataset, info

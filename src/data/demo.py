@@ -16,8 +16,6 @@ temporary sibling folder that is then renamed into place, so a half-written fold
 finished one. An existing folder whose marker names other parameters, or that has no marker but is not
 empty, is an error rather than being regenerated: the folder may be user data, so it is never deleted.
 """
-from __future__ import annotations
-
 import json
 import math
 import os

@@ -4,12 +4,10 @@ Layout: ``root/<split>/<class>/<image>`` (images may sit in nested sub-folders o
 Classes are the class sub-folder names sorted as plain strings (torchvision's ``ImageFolder`` order), and
 the label of an image is the index of its class in that order.
 """
-from __future__ import annotations
-
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image

@@ -55,8 +55,6 @@ the probability draw and (if applied, std > 0) the magnitude, then while applyin
 distributions are the same, the streams are not. Absolute translations (``translate_const``) and the
 weighted op choice (``w0``) are not part of this policy and are left out.
 """
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 

@@ -6,26 +6,9 @@ Evaluation (timm/DeiT eval transform): resize the shorter side to ``int(img_size
 Training (DeiT recipe): RandomResizedCrop, horizontal flip, RandAugment, normalise, then -- on whole
 batches, in :class:`BatchAugment` -- RandomErasing, Mixup/CutMix and label smoothing.
 
-Training augmentation options (the ``aug`` dict of ``create_dataset``; keys not given take these
-DeiT defaults, ``0``/``False`` disables a part):
-
-=====================  ==============  ==========================================================
-key                    default         meaning
-=====================  ==============  ==========================================================
-``scale``              ``(0.08, 1.0)`` RandomResizedCrop area range (fractions of the image, in (0, 1])
-``ratio``              ``(3/4, 4/3)``  RandomResizedCrop aspect-ratio range
-``hflip``              ``0.5``         horizontal flip probability (0 disables)
-``randaug_magnitude``  ``9``           RandAugment magnitude on timm's 0..10 scale (0 disables)
-``randaug_num_ops``    ``2``           RandAugment operations per image, chosen with replacement
-``randaug_mstd``       ``0.5``         RandAugment magnitude noise (std of the per-op magnitude)
-``randaug_prob``       ``0.5``         RandAugment: probability that a chosen op is applied
-``erase_prob``         ``0.25``        RandomErasing probability, timm "pixel" mode (0 disables)
-``mixup_alpha``        ``0.8``         Mixup Beta(alpha, alpha) (0 disables Mixup)
-``cutmix_alpha``       ``1.0``         CutMix Beta(alpha, alpha) (0 disables CutMix)
-``mixup_prob``         ``1.0``         probability that a batch is mixed at all
-``mixup_switch_prob``  ``0.5``         probability of CutMix instead of Mixup when both are enabled
-``label_smoothing``    ``0.1``         label smoothing of the soft targets, in [0, 1)
-=====================  ==============  ==========================================================
+Training augmentation settings (the ``aug`` mapping of ``create_dataset``) are the keys of a config's
+``aug`` section, with their meanings and defaults in ``config/README.md``: the schema states them once;
+:func:`check_aug` only checks that every key the pipeline reads is there.
 
 Targets: when Mixup, CutMix or label smoothing is active the label column is a float32
 ``[B, num_classes]`` soft-target matrix whose rows sum to 1; with all three disabled it stays int32 ``[B]``
@@ -40,87 +23,31 @@ then resize); RandAugment is timm's ``rand-m9-mstd0.5-inc1`` (:mod:`src.data.ran
 uncovered pixels with the mean colour. Colour jitter is not offered: DeiT's recipe has it off whenever
 RandAugment is on.
 """
-from __future__ import annotations
-
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import mindspore.dataset.vision as vision
+import numpy as np
 from mindspore.dataset.vision import Inter
 from PIL import Image, ImageOps
 
 from .randaugment import RandAugment
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_AUG", "INTERPOLATIONS", "resolve_aug",
-           "eval_transforms", "normalize_transforms", "CenterCrop", "RandomResizedCrop", "TrainTransform",
-           "BatchAugment"]
+__all__ = ["INTERPOLATIONS", "check_aug", "eval_transforms", "normalize_transforms", "CenterCrop",
+           "RandomResizedCrop", "TrainTransform", "BatchAugment"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bicubic", "bilinear")
 _PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
-DEFAULT_AUG: dict[str, Any] = {
-    "scale": (0.08, 1.0),
-    "ratio": (3.0 / 4.0, 4.0 / 3.0),
-    "hflip": 0.5,
-    "randaug_magnitude": 9,
-    "randaug_num_ops": 2,
-    "randaug_mstd": 0.5,
-    "randaug_prob": 0.5,
-    "erase_prob": 0.25,
-    "mixup_alpha": 0.8,
-    "cutmix_alpha": 1.0,
-    "mixup_prob": 1.0,
-    "mixup_switch_prob": 0.5,
-    "label_smoothing": 0.1,
-}
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_range(key: str, value: Any, lo: float, hi: float, hi_open: bool = False) -> float:
-    ok = _is_number(value) and lo <= value and (value < hi if hi_open else value <= hi)
-    if not ok:
-        bracket = ")" if hi_open else "]"
-        raise ValueError(f"aug.{key}: expected a number in [{lo}, {hi}{bracket}, got {value!r}")
-    return float(value)
-
-
-def _check_pair(key: str, value: Any, hi: float | None) -> tuple[float, float]:
-    ok = (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-          and all(_is_number(v) for v in value) and 0 < value[0] <= value[1]
-          and (hi is None or value[1] <= hi))
-    if not ok:
-        bound = f" <= {hi}" if hi is not None else ""
-        raise ValueError(f"aug.{key}: expected two numbers (lo, hi) with 0 < lo <= hi{bound}, got {value!r}")
-    return float(value[0]), float(value[1])
-
-
-def resolve_aug(aug: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Fill DEFAULT_AUG into ``aug`` and validate every value (unknown keys are an error)."""
-    aug = dict(aug or {})
-    unknown = sorted(set(aug) - set(DEFAULT_AUG))
-    if unknown:
-        raise ValueError(f"aug: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(DEFAULT_AUG)}")
-    out = {**DEFAULT_AUG, **aug}
-    out["scale"] = _check_pair("scale", out["scale"], hi=1.0)
-    out["ratio"] = _check_pair("ratio", out["ratio"], hi=None)
-    for key in ("hflip", "erase_prob", "mixup_prob", "mixup_switch_prob", "randaug_prob"):
-        out[key] = _check_range(key, out[key], 0.0, 1.0)
-    out["label_smoothing"] = _check_range("label_smoothing", out["label_smoothing"], 0.0, 1.0, hi_open=True)
-    for key in ("mixup_alpha", "cutmix_alpha", "randaug_mstd"):
-        out[key] = _check_range(key, out[key], 0.0, math.inf)
-    for key, lo, hi in (("randaug_magnitude", 0, 10), ("randaug_num_ops", 1, None)):
-        value = out[key]
-        if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value
-                and (hi is None or value <= hi)):
-            expected = f"an int in [{lo}, {hi}]" if hi is not None else f"an int >= {lo}"
-            raise ValueError(f"aug.{key}: expected {expected}, got {value!r}")
-    return out
+def check_aug(aug: Mapping[str, Any]) -> dict[str, Any]:
+    """``aug`` as a dict, after checking it holds every key the training pipeline reads (its values are
+    checked by the config schema)."""
+    missing = [key for key in TrainTransform.KEYS + BatchAugment.KEYS if key not in aug]
+    if missing:
+        raise ValueError(f"aug: missing keys {', '.join(missing)} (a config's aug section has them all)")
+    return dict(aug)
 
 
 def _normalize_ops(mean: Sequence[float], std: Sequence[float]) -> list:
@@ -208,9 +135,11 @@ class RandomResizedCrop:
 class TrainTransform:
     """Per-image training augmentation on a PIL image: RandomResizedCrop, horizontal flip, RandAugment.
 
-    ``aug`` is resolved by :func:`resolve_aug`; ``mean`` (0..1 scale) gives RandAugment's fill colour, as
-    timm derives it. Returns ``uint8 [img_size, img_size, 3]``; normalisation follows in the pipeline.
+    ``aug`` holds (at least) :attr:`KEYS`; ``mean`` (0..1 scale) gives RandAugment's fill colour, as timm
+    derives it. Returns ``uint8 [img_size, img_size, 3]``; normalisation follows in the pipeline.
     """
+
+    KEYS = ("scale", "ratio", "hflip", "randaug_magnitude", "randaug_num_ops", "randaug_mstd", "randaug_prob")
 
     def __init__(self, img_size: int, interpolation: str, aug: Mapping[str, Any], mean: Sequence[float]):
         self.crop = RandomResizedCrop(img_size, aug["scale"], aug["ratio"], interpolation)
@@ -238,8 +167,10 @@ class BatchAugment:
     with image ``B-1-i`` using one ``lam ~ Beta(alpha, alpha)`` per batch; CutMix's ``lam`` is corrected to
     the actual box area; targets are ``lam * y_i + (1 - lam) * y_{B-1-i}`` of smoothed one-hot vectors
     (off value ``smoothing / num_classes``). All randomness comes from one seeded numpy generator, so a
-    pipeline that runs this op in a single worker is reproducible.
+    pipeline that runs this op in a single worker is reproducible. ``aug`` holds (at least) :attr:`KEYS`.
     """
+
+    KEYS = ("erase_prob", "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob", "label_smoothing")
 
     def __init__(self, num_classes: int, aug: Mapping[str, Any], seed: int | Sequence[int]):
         self.num_classes = num_classes

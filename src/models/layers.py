@@ -1,15 +1,14 @@
 """Building blocks of DeiT, with timm's parameter names so public weights load one to one."""
-from typing import Optional, Tuple
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from ..token_reduction import TokenReducer
 
 
-def trunc_normal_param(shape: Tuple[int, ...], std: float = 0.02) -> Parameter:
+def trunc_normal_param(shape: tuple[int, ...], std: float = 0.02) -> Parameter:
     return Parameter(initializer(TruncatedNormal(std), shape, ms.float32))
 
 
@@ -116,7 +115,7 @@ class Attention(nn.Cell):
         self.proj = Linear(dim, dim)
         self.softmax = nn.Softmax(axis=-1)
 
-    def construct(self, x: Tensor, size: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def construct(self, x: Tensor, size: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
@@ -133,7 +132,7 @@ class Block(nn.Cell):
     ``src.token_reduction``), which removes tokens between the attention residual and the MLP."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0,
-                 prop_attn: bool = False, reducer: Optional[TokenReducer] = None):
+                 prop_attn: bool = False, reducer: TokenReducer | None = None):
         super().__init__()
         self.norm1 = LayerNorm(dim)
         self.attn = Attention(dim, num_heads, prop_attn)
@@ -143,7 +142,7 @@ class Block(nn.Cell):
         self.reducer = reducer
         self.reduces = reducer is not None  # a plain bool: graph mode branches on it at compile time
 
-    def construct(self, x: Tensor, size: Tensor, source: Optional[Tensor] = None):
+    def construct(self, x: Tensor, size: Tensor, source: Tensor | None = None):
         """Returns ``(x, size, source, pooled, svar)``; the last two are None outside PP blocks and
         ``source`` (which original patches each token covers) is carried only when given."""
         out, attn, v, metric = self.attn(self.norm1(x), size)

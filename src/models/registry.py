@@ -3,7 +3,8 @@
 Each registered name maps to one :class:`ViTSpec` (and the model class that builds it); a new model is one
 ``register_model`` call.
 """
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
+from collections.abc import Mapping
+from typing import Any
 
 from ..token_reduction import PPTSetting
 from .spec import ViTSpec
@@ -11,10 +12,10 @@ from .vit import VisionTransformer
 
 __all__ = ["register_model", "list_models", "model_spec", "create_model"]
 
-_MODELS: Dict[str, Tuple[ViTSpec, Type[VisionTransformer]]] = {}
+_MODELS: dict[str, tuple[ViTSpec, type[VisionTransformer]]] = {}
 
 
-def register_model(name: str, spec: ViTSpec, model_cls: Type[VisionTransformer] = VisionTransformer) -> None:
+def register_model(name: str, spec: ViTSpec, model_cls: type[VisionTransformer] = VisionTransformer) -> None:
     if name in _MODELS:
         raise ValueError(f"model '{name}' is registered already")
     _MODELS[name] = (spec, model_cls)
@@ -27,7 +28,7 @@ register_model("deit_base_patch16_384", ViTSpec(img_size=384))
 register_model("deit_base_distilled_patch16_384", ViTSpec(img_size=384, distilled=True))
 
 
-def list_models() -> List[str]:
+def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
     return sorted(_MODELS)
 
@@ -39,7 +40,7 @@ def model_spec(name: str) -> ViTSpec:
     return _MODELS[name][0]
 
 
-def create_model(name: str, num_classes: int = 1000, ppt: Union[None, PPTSetting, Mapping[str, Any]] = None,
+def create_model(name: str, num_classes: int = 1000, ppt: None | PPTSetting | Mapping[str, Any] = None,
                  drop_path_rate: float = 0.0, **overrides: Any) -> VisionTransformer:
     """Build a registered model, optionally with token reduction.
 

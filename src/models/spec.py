@@ -2,12 +2,12 @@
 search, inference and checkpoint conversion all read it from here."""
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any
 
 __all__ = ["ViTSpec", "ARCH_OVERRIDES"]
 
 # The fields a config (``model.*``) or a converted checkpoint may change from a registered model's values.
-ARCH_OVERRIDES: Tuple[str, ...] = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+ARCH_OVERRIDES: tuple[str, ...] = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
 
 
 @dataclass(frozen=True)
@@ -64,5 +64,6 @@ class ViTSpec:
         """This spec with ``changes`` (only :data:`ARCH_OVERRIDES` may change)."""
         unknown = sorted(set(changes) - set(ARCH_OVERRIDES))
         if unknown:
-            raise ValueError(f"architecture overrides {unknown} are not supported; allowed: {', '.join(ARCH_OVERRIDES)}")
+            raise ValueError(f"architecture overrides {unknown} are not supported; allowed: "
+                             f"{', '.join(ARCH_OVERRIDES)}")
         return dataclasses.replace(self, **changes)

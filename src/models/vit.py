@@ -1,5 +1,5 @@
 """DeiT (Touvron et al.) / ViT with PPT token pruning & pooling (or another reduction policy) in chosen blocks."""
-from typing import Dict, Mapping, Type, Union
+from collections.abc import Mapping
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -22,8 +22,8 @@ class VisionTransformer(nn.Cell):
         block_fn: the block class (timm's ``block_fn``): a variant block is a new class, not an edit.
     """
 
-    def __init__(self, spec: ViTSpec, num_classes: int = 1000, ppt: Union[None, PPTSetting, Mapping] = None,
-                 drop_path_rate: float = 0.0, block_fn: Type[Block] = Block):
+    def __init__(self, spec: ViTSpec, num_classes: int = 1000, ppt: None | PPTSetting | Mapping = None,
+                 drop_path_rate: float = 0.0, block_fn: type[Block] = Block):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
@@ -55,7 +55,7 @@ class VisionTransformer(nn.Cell):
         if spec.distilled:
             self.head_dist = Linear(spec.embed_dim, num_classes)
 
-    def _reducers(self) -> Dict[int, TokenReducer]:
+    def _reducers(self) -> dict[int, TokenReducer]:
         """One policy instance per PP block whose clamped r is > 0; sets ``tokens_per_block``."""
         if self.ppt is None:
             self.tokens_per_block = (self.spec.num_tokens,) * self.spec.depth

@@ -10,7 +10,7 @@ pruning keeps tokens in descending score order; pooling (ToMe bipartite matching
 even-position tokens in position order, then all odd-position tokens in position order.
 Protected tokens (class token, and the distillation token of distilled DeiTs) are never removed.
 """
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import mindspore as ms
 from mindspore import Tensor, ops
@@ -25,7 +25,7 @@ def clamp_r(num_tokens: int, r: int) -> int:
 
 
 def token_schedule(num_tokens: int, depth: int, layers: Sequence[int],
-                   r: Union[int, Sequence[int]]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+                   r: int | Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Token count after each block, and the clamped r of each PP block (in ``sorted(layers)`` order).
 
     ``r`` is one int for all PP blocks or one value per entry of ``layers`` (in the order given).
@@ -91,13 +91,13 @@ def _take(x: Tensor, idx: Tensor) -> Tensor:
 
 
 def prune(x: Tensor, size: Tensor, scores: Tensor, r: int,
-          source: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+          source: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Keep the ``N - r`` highest-scoring tokens, in descending score order."""
     _, order = ops.topk(scores, x.shape[1] - r, sorted=True)
     return _take(x, order), _take(size, order), None if source is None else _take(source, order)
 
 
-def _alternate(t: Tensor) -> Tuple[Tensor, Tensor]:
+def _alternate(t: Tensor) -> tuple[Tensor, Tensor]:
     """Even- and odd-position tokens of ``t: [B, N, ...]``, as ``t[:, ::2]``, ``t[:, 1::2]``.
 
     A gather instead of a strided slice: MindSpore's CPU StridedSliceGrad kernel fails ("input memory out of
@@ -109,7 +109,7 @@ def _alternate(t: Tensor) -> Tuple[Tensor, Tensor]:
     return ops.gather(t, even, 1), ops.gather(t, odd, 1)
 
 
-def _match(metric: Tensor, r: int, num_protected: int) -> Tuple[Tensor, Tensor, Tensor]:
+def _match(metric: Tensor, r: int, num_protected: int) -> tuple[Tensor, Tensor, Tensor]:
     """ToMe bipartite matching on the cosine similarity of ``metric``: even-position tokens (A) against
     odd-position ones (B). Returns the ``r`` merged A indices, the kept A indices in position order, and the
     ``[B, Nb, r]`` one-hot matrix sending each merged A token to its B partner."""
@@ -146,7 +146,7 @@ def _merge_sum(t: Tensor, src_idx: Tensor, unm_idx: Tensor, assign_t: Tensor, nu
 
 
 def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int,
-         source: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+         source: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Merge ``r`` even-position tokens into their most similar odd-position token by size-weighted average.
 
     x: ``[B, N, C]``, size: ``[B, N, 1]`` float32, metric: ``[B, N, D]``; ``source`` (optional, ``[B, N, P]``
@@ -159,7 +159,7 @@ def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int,
 
 
 def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int, threshold: float,
-                  num_protected: int, source: Optional[Tensor] = None):
+                  num_protected: int, source: Tensor | None = None):
     """One PP step: decide per image by score variance, then prune or pool ``r`` tokens.
 
     Returns ``(x, size, source, pooled, svar)``: ``source`` is None unless given; ``pooled`` ``[B]`` bool

@@ -9,7 +9,7 @@ residual, their sizes, the attention map, values, pooling metric and optional to
 none: see ``reports_variance``). :meth:`TokenReducer.macs` is the cost of one reduction in the convention
 of :mod:`src.flops`.
 """
-from typing import ClassVar, Dict, List, Optional, Tuple, Type
+from typing import ClassVar
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -19,8 +19,8 @@ from .functional import importance_scores, pool, prune, prune_or_pool, score_var
 __all__ = ["TokenReducer", "register_policy", "get_policy", "list_policies", "PPTReducer", "PruneReducer",
            "PoolReducer", "KeepFirstReducer"]
 
-ReducerOutput = Tuple[Tensor, Tensor, Optional[Tensor], Tensor, Tensor]
-_POLICIES: Dict[str, Type["TokenReducer"]] = {}
+ReducerOutput = tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]
+_POLICIES: dict[str, type["TokenReducer"]] = {}
 
 
 class TokenReducer(nn.Cell):
@@ -40,7 +40,7 @@ class TokenReducer(nn.Cell):
         raise NotImplementedError
 
 
-def register_policy(cls: Type[TokenReducer]) -> Type[TokenReducer]:
+def register_policy(cls: type[TokenReducer]) -> type[TokenReducer]:
     """Class decorator: make ``cls`` selectable by ``cls.name`` (``ppt.policy`` in a config)."""
     if not cls.name or cls.name in _POLICIES:
         raise ValueError(f"token-reduction policy name {cls.name!r} is empty or taken")
@@ -48,12 +48,12 @@ def register_policy(cls: Type[TokenReducer]) -> Type[TokenReducer]:
     return cls
 
 
-def list_policies() -> List[str]:
+def list_policies() -> list[str]:
     """Registered policy names, in registration order (the default, ``ppt``, first)."""
     return list(_POLICIES)
 
 
-def get_policy(name: str) -> Type[TokenReducer]:
+def get_policy(name: str) -> type[TokenReducer]:
     if name not in _POLICIES:
         raise ValueError(f"unknown token-reduction policy '{name}'; known: {', '.join(_POLICIES)}")
     return _POLICIES[name]
@@ -83,7 +83,7 @@ class PPTReducer(TokenReducer):
     uses_threshold = True
 
     def construct(self, x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor,
-                  source: Optional[Tensor] = None) -> ReducerOutput:
+                  source: Tensor | None = None) -> ReducerOutput:
         return prune_or_pool(x, size, attn, v, metric, self.r, self.threshold, self.num_protected, source)
 
     @staticmethod
@@ -100,7 +100,7 @@ class PruneReducer(TokenReducer):
     name = "prune"
 
     def construct(self, x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor,
-                  source: Optional[Tensor] = None) -> ReducerOutput:
+                  source: Tensor | None = None) -> ReducerOutput:
         scores = importance_scores(attn, v, self.num_protected)
         svar = score_variance(scores, self.num_protected)
         x, size, source = prune(x, size.astype(ms.float32), scores, self.r, source)
@@ -120,7 +120,7 @@ class PoolReducer(TokenReducer):
     reports_variance = False
 
     def construct(self, x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor,
-                  source: Optional[Tensor] = None) -> ReducerOutput:
+                  source: Tensor | None = None) -> ReducerOutput:
         x, size, source = pool(x, size.astype(ms.float32), metric, self.r, self.num_protected, source)
         return x, size, source, _all(True, x), ops.zeros((x.shape[0],), ms.float32)
 
@@ -139,7 +139,7 @@ class KeepFirstReducer(TokenReducer):
     reports_variance = False
 
     def construct(self, x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor,
-                  source: Optional[Tensor] = None) -> ReducerOutput:
+                  source: Tensor | None = None) -> ReducerOutput:
         n = x.shape[1] - self.r
         kept_source = None if source is None else source[:, :n]
         return x[:, :n], size[:, :n].astype(ms.float32), kept_source, _all(False, x), ops.zeros((x.shape[0],),

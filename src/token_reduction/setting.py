@@ -5,8 +5,9 @@ One frozen dataclass, produced by the config (``src.config.ppt_setting``), accep
 read by the MACs counter, the budget search, the sweep and the exporters.
 """
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from .functional import token_schedule
 from .policies import get_policy
@@ -30,9 +31,9 @@ class PPTSetting:
     of the key token) in the blocks after the first PP block. Layers are kept sorted, with their r.
     """
 
-    r: Union[int, Tuple[int, ...]]
-    layers: Tuple[int, ...]
-    threshold: Optional[float] = None
+    r: int | tuple[int, ...]
+    layers: tuple[int, ...]
+    threshold: float | None = None
     prop_attn: bool = True
     policy: str = "ppt"
 
@@ -64,7 +65,7 @@ class PPTSetting:
             raise ValueError(f"ppt prop_attn: expected true or false, got {self.prop_attn!r}")
 
     @classmethod
-    def coerce(cls, value: Union[None, "PPTSetting", Mapping[str, Any]]) -> Optional["PPTSetting"]:
+    def coerce(cls, value: "PPTSetting | Mapping[str, Any] | None") -> "PPTSetting | None":
         """None, a setting, or a dict with its keys (``r`` and ``layers`` required) -> a setting or None."""
         if value is None or isinstance(value, PPTSetting):
             return value
@@ -75,18 +76,18 @@ class PPTSetting:
             raise ValueError(f"ppt: unknown keys {unknown}, missing keys {missing}; keys: {', '.join(_FIELDS)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
 
-    def r_list(self) -> Tuple[int, ...]:
+    def r_list(self) -> tuple[int, ...]:
         """One r per PP layer (before clamping)."""
         return self.r if isinstance(self.r, tuple) else (self.r,) * len(self.layers)
 
-    def schedule(self, num_tokens: int, depth: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    def schedule(self, num_tokens: int, depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Tokens after every block, and the clamped r of every PP layer (see ``token_schedule``)."""
         return token_schedule(num_tokens, depth, self.layers, self.r_list())
 
     def replace(self, **changes: Any) -> "PPTSetting":
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML values (r an int or a list)."""
         r = list(self.r) if isinstance(self.r, tuple) else self.r
         return {"policy": self.policy, "r": r, "layers": list(self.layers), "threshold": self.threshold,

@@ -1,5 +1,5 @@
 """Exponential moving average of the model weights (DeiT's ``--model-ema``), updated inside the train step."""
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
@@ -34,6 +34,6 @@ class ModelEMA(nn.Cell):
     def construct(self) -> Tensor:
         return self.hyper_map(ops.partial(_update_one, self.decay), self.shadows, self.weights)
 
-    def shadow_by_name(self) -> Dict[str, Parameter]:
+    def shadow_by_name(self) -> dict[str, Parameter]:
         """``{weight name (as when this EMA was created): shadow Parameter}``."""
         return dict(zip(self.names, self.shadows))

@@ -12,25 +12,33 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 
-from ..fileio import write_text_atomic
 from ..checkpoint import load_state_dict, read_state_dict, save_weights
 from ..config import save_config
 from ..evaluate import evaluate
-from ..models import PPTStats, VisionTransformer
 from ..factory import build_model, dataset_from_config
+from ..fileio import write_text_atomic
+from ..models import PPTStats, VisionTransformer
 from .ema import ModelEMA
 from .loss import create_loss
 from .optim import create_optimizer, scaled_lr
-from .state import (ema_weights_path, find_resume_file, load_training_state, prune_checkpoints,
-                    save_training_state, state_path, weights_path)
+from .state import (
+    ema_weights_path,
+    find_resume_file,
+    load_training_state,
+    prune_checkpoints,
+    save_training_state,
+    state_path,
+    weights_path,
+)
 from .step import TrainStep, resolve_precision
 
 __all__ = ["TrainingDiverged", "TrainResult", "epoch_seed", "train", "train_dataset", "val_dataset"]
@@ -50,8 +58,8 @@ class TrainResult:
     best_top1: float
     best_epoch: int
     model: VisionTransformer
-    history: List[Dict[str, Any]] = field(default_factory=list)
-    final_val: Optional[Dict[str, Any]] = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final_val: dict[str, Any] | None = None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -110,12 +118,12 @@ def _load_pretrained(model: VisionTransformer, path: str, dist: _Dist) -> None:
     _say(f"weights: {path}{note}", dist)
 
 
-def _write_log(path: Path, records: List[Dict[str, Any]]) -> None:
+def _write_log(path: Path, records: list[dict[str, Any]]) -> None:
     """Rewrite the JSON-lines log atomically (a few lines per epoch; never half a line)."""
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def _read_log(path: Path, last_epoch: int) -> List[Dict[str, Any]]:
+def _read_log(path: Path, last_epoch: int) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -129,7 +137,7 @@ def _copy_weights(src: ModelEMA, dst: VisionTransformer) -> None:
         p.set_data(shadows[name].value().copy())
 
 
-def _val_summary(result: Dict[str, Any]) -> Dict[str, Any]:
+def _val_summary(result: dict[str, Any]) -> dict[str, Any]:
     keys = ("top1", "top5", "loss", "num_images", "macs", "ppt_layers", "pooled_fraction", "svar_mean",
             "images_per_sec")
     return {k: result[k] for k in keys}
@@ -146,15 +154,15 @@ class _Run:
     schedule: np.ndarray
     steps_per_epoch: int
     global_batch: int
-    ema_model: Optional[VisionTransformer]
+    ema_model: VisionTransformer | None
     start_epoch: int = 0
     best_top1: float = -1.0
     best_epoch: int = 0
     skipped_run: int = 0
-    history: List[Dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _check_start(cfg: Mapping[str, Any], ckpt_file: Optional[str], resume: Optional[str]) -> Optional[Path]:
+def _check_start(cfg: Mapping[str, Any], ckpt_file: str | None, resume: str | None) -> Path | None:
     """Refuse a run that cannot start before anything is created; returns the state file to resume from."""
     if ckpt_file and resume:
         raise ValueError("starting weights and a training state to resume exclude each other (a resumed run "
@@ -168,7 +176,7 @@ def _check_start(cfg: Mapping[str, Any], ckpt_file: Optional[str], resume: Optio
     return find_resume_file(resume) if resume else None
 
 
-def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: Optional[str], dist: _Dist) -> _Run:
+def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: str | None, dist: _Dist) -> _Run:
     """Model (with starting weights), precision, optimiser, EMA and the compiled train step."""
     tcfg = cfg["train"]
     ms.set_seed(cfg["seed"])  # weight init (identical on every rank)
@@ -224,7 +232,7 @@ def _check_step(run: _Run, loss: float, finite: bool, epoch: int, i: int) -> Non
                                f"{float(run.step.loss_scale.asnumpy()):g}); stopped{keep}")
 
 
-def _train_epoch(run: _Run, epoch: int, progress: bool) -> Dict[str, Any]:
+def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     """One pass over this rank's shard; returns the epoch's log record (without validation)."""
     dataset, _ = train_dataset(run.cfg, epoch, run.dist)
     epochs, log_every = run.cfg["train"]["epochs"], run.cfg["train"]["log_interval"]
@@ -258,7 +266,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> Dict[str, Any]:
     }
 
 
-def _save_epoch(run: _Run, record: Dict[str, Any], improved: bool) -> None:
+def _save_epoch(run: _Run, record: dict[str, Any], improved: bool) -> None:
     """The training state first (so the newest state is always complete), then the weight files."""
     cfg, out, epoch = run.cfg, run.out, record["epoch"]
     meta = {"epoch": epoch, "global_step": record["global_step"], "best_top1": run.best_top1,
@@ -278,8 +286,8 @@ def _save_epoch(run: _Run, record: Dict[str, Any], improved: bool) -> None:
     prune_checkpoints(out, cfg["train"]["keep_checkpoints"])
 
 
-def _validate(run: _Run, record: Dict[str, Any], val_set: Any, nets: Dict[str, PPTStats],
-              progress: bool) -> Dict[str, Any]:
+def _validate(run: _Run, record: dict[str, Any], val_set: Any, nets: dict[str, PPTStats],
+              progress: bool) -> dict[str, Any]:
     """Rank 0: validate the weights (and the EMA), log, checkpoint; returns the model's validation result."""
     epoch = record["epoch"]
     val = evaluate(nets["model"], val_set, progress=progress, desc=f"val {epoch}")
@@ -301,8 +309,8 @@ def _validate(run: _Run, record: Dict[str, Any], val_set: Any, nets: Dict[str, P
     return val
 
 
-def train(cfg: Mapping[str, Any], *, output_dir: os.PathLike, ckpt_file: Optional[str] = None,
-          resume: Optional[str] = None, stop_after_epoch: Optional[int] = None,
+def train(cfg: Mapping[str, Any], *, output_dir: os.PathLike, ckpt_file: str | None = None,
+          resume: str | None = None, stop_after_epoch: int | None = None,
           progress: bool = True) -> TrainResult:
     """Train ``cfg``'s model (PPT as configured) with its ``train``/``aug`` recipe on ``data.path``.
 

@@ -7,7 +7,8 @@ then acts as ``eps * sqrt(1 - beta2^t)``); the weight-decay term is scaled by th
 differs from 1 only in the first few thousand steps, during warm-up, when the learning rate is small.
 """
 import math
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from mindspore import Parameter, nn
@@ -29,7 +30,7 @@ def _no_decay(param: Parameter) -> bool:
     return param.ndim <= 1 or param.name.split(".")[-1] in NO_DECAY_NAMES
 
 
-def param_groups(params: Sequence[Parameter], weight_decay: float) -> List[Dict[str, Any]]:
+def param_groups(params: Sequence[Parameter], weight_decay: float) -> list[dict[str, Any]]:
     """Two ``nn.Optimizer`` groups: weight decay on matrices, none on norms, biases, pos_embed and tokens."""
     decay = [p for p in params if not _no_decay(p)]
     no_decay = [p for p in params if _no_decay(p)]
@@ -55,14 +56,14 @@ def lr_schedule(peak_lr: float, min_lr: float, warmup_lr: float, epochs: int, wa
     return np.where(step < warmup, ramp, cosine).astype(np.float32)
 
 
-def adam_bias_correction(num_steps: int, betas: Tuple[float, float]) -> np.ndarray:
+def adam_bias_correction(num_steps: int, betas: tuple[float, float]) -> np.ndarray:
     """``sqrt(1 - beta2^t) / (1 - beta1^t)`` for t = 1..num_steps: multiplies the lr of an uncorrected Adam."""
     t = np.arange(1, num_steps + 1, dtype=np.float64)
     return (np.sqrt(1.0 - betas[1] ** t) / (1.0 - betas[0] ** t)).astype(np.float32)
 
 
 def create_optimizer(params: Sequence[Parameter], train_cfg: Mapping[str, Any], steps_per_epoch: int,
-                     global_batch: int) -> Tuple[nn.AdamWeightDecay, np.ndarray]:
+                     global_batch: int) -> tuple[nn.AdamWeightDecay, np.ndarray]:
     """AdamW (``nn.AdamWeightDecay`` with the two groups) and the nominal per-step lr schedule it follows."""
     peak = scaled_lr(train_cfg["base_lr"], global_batch)
     schedule = lr_schedule(peak, train_cfg["min_lr"], train_cfg["warmup_lr"], train_cfg["epochs"],

@@ -1,6 +1,7 @@
 """The end of a training run: the trained weights evaluated with and without PPT, side by side."""
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any
 
 from ..evaluate import evaluate, format_comparison
 from ..factory import build_model
@@ -9,7 +10,7 @@ from .engine import val_dataset
 __all__ = ["compare_with_baseline"]
 
 
-def compare_with_baseline(cfg: Mapping[str, Any], weights: Path, ppt_result: Dict[str, Any],
+def compare_with_baseline(cfg: Mapping[str, Any], weights: Path, ppt_result: dict[str, Any],
                           progress: bool = True) -> str:
     """Evaluate ``weights`` without PPT on the validation split and return the comparison table against
     ``ppt_result`` (the PPT model's validation of the same weights)."""

@@ -14,14 +14,15 @@ the newest state file is always complete and consistent; a run killed at any mom
 loses at most the unfinished epoch.
 """
 import json
-import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any
 
 import mindspore as ms
 from mindspore import nn
-from ..fileio import atomic_path
+
+from ..fileio import PathLike, atomic_path
 
 __all__ = ["STATE_FORMAT", "STATE_SUFFIX", "ResumeError", "state_path", "weights_path", "ema_weights_path",
            "save_training_state", "load_training_state", "find_resume_file", "epoch_files",
@@ -35,7 +36,6 @@ RESUME_KEYS = ("seed", "model", "ppt", "train", "aug", "data.batch_size", "data.
                "data.interpolation", "data.repeated_aug")
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.state\.ckpt$")
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 class ResumeError(ValueError):
@@ -54,12 +54,12 @@ def ema_weights_path(folder: PathLike, epoch: int) -> Path:
     return Path(folder) / f"epoch_{epoch:04d}.ema.ckpt"
 
 
-def _atomic_save(entries: List[Dict[str, Any]], path: Path, append: Optional[Dict[str, Any]] = None) -> None:
+def _atomic_save(entries: list[dict[str, Any]], path: Path, append: dict[str, Any] | None = None) -> None:
     with atomic_path(path, suffix=".tmp.ckpt") as tmp:
         ms.save_checkpoint(entries, tmp, append_dict=append, crc_check=True)
 
 
-def _state_parameters(train_step: nn.Cell, model: nn.Cell) -> Dict[str, ms.Parameter]:
+def _state_parameters(train_step: nn.Cell, model: nn.Cell) -> dict[str, ms.Parameter]:
     """Every parameter of the train step except the learning-rate table (rebuilt from the config).
 
     The model's parameters go under their plain names (as in weight files): wrapping the model in another
@@ -92,7 +92,7 @@ def _config_value(cfg: Mapping[str, Any], dotted: str) -> Any:
     return value
 
 
-def _first_difference(a: Any, b: Any, prefix: str) -> Optional[str]:
+def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
             diff = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}")
@@ -105,7 +105,7 @@ def _first_difference(a: Any, b: Any, prefix: str) -> Optional[str]:
 
 
 def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg: Mapping[str, Any],
-                        world_size: int) -> Dict[str, Any]:
+                        world_size: int) -> dict[str, Any]:
     """Restore ``train_step`` (whose network is ``model``) from a :func:`save_training_state` file; return its meta.
 
     Raises:
@@ -152,7 +152,7 @@ def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg
     return meta
 
 
-def epoch_files(folder: PathLike) -> Dict[int, Path]:
+def epoch_files(folder: PathLike) -> dict[int, Path]:
     """``{epoch: state file}`` of the training states in ``folder``."""
     found = {}
     for entry in Path(folder).iterdir() if Path(folder).is_dir() else ():
@@ -186,7 +186,7 @@ def find_resume_file(target: PathLike) -> Path:
     raise ResumeError(f"{target}: expected an output folder or a *{STATE_SUFFIX} training state")
 
 
-def prune_checkpoints(folder: PathLike, keep: int) -> List[Path]:
+def prune_checkpoints(folder: PathLike, keep: int) -> list[Path]:
     """Delete the epoch files (state, weights, EMA weights) of all but the newest ``keep`` epochs."""
     removed = []
     epochs = sorted(epoch_files(folder))

@@ -6,7 +6,6 @@ clipping, AdamW update and EMA update.
 gradient (or the loss) is not finite; the caller decides what a skipped step means (a dynamic loss scale
 just lowered the scale; without loss scaling it is a divergence).
 """
-from typing import Optional, Tuple
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
@@ -20,7 +19,7 @@ __all__ = ["TrainStep", "global_norm", "clip_by_global_norm", "resolve_precision
 _FLOAT16_DEVICES = ("Ascend", "GPU")
 
 
-def resolve_precision(amp_level: str, loss_scale: str, device_target: str) -> Tuple[str, str]:
+def resolve_precision(amp_level: str, loss_scale: str, device_target: str) -> tuple[str, str]:
     """The AMP level and loss scaling a run uses on ``device_target``.
 
     ``auto`` AMP is O2 (float16 network, float32 loss and optimiser state) on Ascend and GPU and O0 (float32)
@@ -54,12 +53,12 @@ def _square_sum_one(grad: Tensor) -> Tensor:
     return (grad.astype(ms.float32) ** 2).sum()
 
 
-def global_norm(grads: Tuple[Tensor, ...]) -> Tensor:
+def global_norm(grads: tuple[Tensor, ...]) -> Tensor:
     """L2 norm of all gradients together (float32 scalar)."""
     return ops.sqrt(ops.addn(ops.HyperMap()(_square_sum, grads)))
 
 
-def clip_by_global_norm(grads: Tuple[Tensor, ...], max_norm: float, norm: Tensor) -> Tuple[Tensor, ...]:
+def clip_by_global_norm(grads: tuple[Tensor, ...], max_norm: float, norm: Tensor) -> tuple[Tensor, ...]:
     """Scale ``grads`` by ``min(1, max_norm / norm)`` (torch's ``clip_grad_norm_``, eps 1e-6)."""
     factor = ops.minimum(Tensor(1.0, ms.float32), max_norm / (norm + 1e-6))
     return ops.HyperMap()(ops.partial(_scale_by, factor), grads)
@@ -81,8 +80,8 @@ class TrainStep(nn.Cell):
     """
 
     def __init__(self, model: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer,
-                 scaler: Optional[ms.amp.DynamicLossScaler] = None, clip_grad: float = 0.0,
-                 ema: Optional[ModelEMA] = None, distributed: bool = False):
+                 scaler: ms.amp.DynamicLossScaler | None = None, clip_grad: float = 0.0,
+                 ema: ModelEMA | None = None, distributed: bool = False):
         super().__init__(auto_prefix=False)  # keep the parameters' own names
         self.net = nn.WithLossCell(model, loss_fn)
         self.optimizer = optimizer
@@ -103,7 +102,7 @@ class TrainStep(nn.Cell):
             self.all_reduce = ops.AllReduce()
         self.hyper_map = ops.HyperMap()
 
-    def construct(self, images: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def construct(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         loss = self.net(images, targets)
         sens = ops.ones_like(loss) * self.loss_scale.astype(loss.dtype)
         grads = self.grad(self.net, self.weights)(images, targets, sens)

@@ -8,14 +8,32 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.data import (DEFAULT_AUG, IMAGENET_MEAN, IMAGENET_STD, check_num_classes, create_dataset,
-                      ensure_demo_dataset, resolve_aug, resolve_data_root, scan_image_folder)
-from src.data.demo import DEMO_ENV_VAR, MARKER_NAME, _marker
+from src.config import SCHEMA
+from src.data import (
+    check_aug,
+    check_num_classes,
+    create_dataset,
+    ensure_demo_dataset,
+    resolve_data_root,
+    scan_image_folder,
+)
 from src.data.dataset import shard_order
+from src.data.demo import DEMO_ENV_VAR, MARKER_NAME, _marker
 from src.data.transforms import BatchAugment, RandomResizedCrop, TrainTransform
 
-NO_AUG = {"hflip": 0, "randaug_magnitude": 0, "erase_prob": 0, "mixup_alpha": 0, "cutmix_alpha": 0,
+# The defaults live in the config schema only: the tests take them from there.
+PIPE = {key: SCHEMA["data"][key].default for key in ("crop_pct", "interpolation", "mean", "std")}
+MEAN, STD = PIPE["mean"], PIPE["std"]
+AUG = {key: row.default for key, row in SCHEMA["aug"].items()}
+NO_AUG = {**AUG, "hflip": 0, "randaug_magnitude": 0, "erase_prob": 0, "mixup_alpha": 0, "cutmix_alpha": 0,
           "label_smoothing": 0}
+
+
+def make(root, split, img_size, batch_size, **kwargs):
+    """``create_dataset`` with the schema's preprocessing (and augmentation, for training) unless given."""
+    if kwargs.get("training") and "aug" not in kwargs:
+        kwargs["aug"] = AUG
+    return create_dataset(root, split, img_size, batch_size, **{**PIPE, **kwargs})
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
@@ -55,7 +73,7 @@ def _epoch(dataset, epochs: int = 1) -> list[dict]:
 
 def _levels(image_batch: np.ndarray) -> np.ndarray:
     """Grey level of each constant image of a normalised batch (inverts Normalize on channel 0)."""
-    return np.round(image_batch[:, 0, 0, 0] * IMAGENET_STD[0] * 255 + IMAGENET_MEAN[0] * 255).astype(int)
+    return np.round(image_batch[:, 0, 0, 0] * STD[0] * 255 + MEAN[0] * 255).astype(int)
 
 
 # ---------------------------------------------------------------- scanning
@@ -96,7 +114,7 @@ def test_class_count_mismatch(tmp_path):
         check_num_classes(["a", "b", "c"], 1000, "/data/val")
     _grey_set(tmp_path, {"a": 1, "b": 1})
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / "val")) + ".*found 2 .* num_classes=10"):
-        create_dataset(tmp_path, "val", 16, 2, num_classes=10)
+        make(tmp_path, "val", 16, 2, num_classes=10)
 
 
 # ---------------------------------------------------------------- eval pipeline
@@ -110,7 +128,7 @@ def _reference(array: np.ndarray, img_size: int, crop_pct: float, resample: int)
     top = int(round((resized.shape[0] - img_size) / 2.0))
     left = int(round((resized.shape[1] - img_size) / 2.0))
     crop = resized[top:top + img_size, left:left + img_size] / 255.0
-    return ((crop - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1).astype(np.float32)
+    return ((crop - np.array(MEAN)) / np.array(STD)).transpose(2, 0, 1).astype(np.float32)
 
 
 @pytest.mark.parametrize("interpolation,resample", [("bicubic", Image.BICUBIC), ("bilinear", Image.BILINEAR)])
@@ -122,7 +140,7 @@ def test_eval_matches_pil_reference(tmp_path, interpolation, resample):
     base = np.stack([xx * 5, yy * 4, (xx + yy) * 2], -1) + rng.integers(0, 60, (61, 47, 3))
     array = np.clip(base, 0, 255).astype(np.uint8)
     _save(tmp_path / "val" / "only" / "img.png", array)
-    dataset, info = create_dataset(tmp_path, "val", 32, 4, interpolation=interpolation, crop_pct=0.9)
+    dataset, info = make(tmp_path, "val", 32, 4, interpolation=interpolation, crop_pct=0.9)
     (batch,), = _epoch(dataset)
     assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == np.float32
     assert batch["label"].dtype == np.int32 and batch["valid"].tolist() == [1, 0, 0, 0]
@@ -134,7 +152,7 @@ def test_corrupt_file_is_reported_and_strict_raises(tmp_path):
     _grey_set(tmp_path, {"a": 2, "b": 2})
     bad = _truncated_png(tmp_path / "val" / "b" / "broken.png")
     (tmp_path / "val" / "a" / "readme.md").write_text("ignored")
-    dataset, info = create_dataset(tmp_path, "val", 16, 2, num_workers=2)
+    dataset, info = make(tmp_path, "val", 16, 2, num_workers=2)
     batches, = _epoch(dataset)
     valid = np.concatenate([b["valid"] for b in batches])
     labels = np.concatenate([b["label"] for b in batches])
@@ -144,7 +162,7 @@ def test_corrupt_file_is_reported_and_strict_raises(tmp_path):
     assert path == str(bad) and reason
     assert info.num_ignored == 1 and info.ignored_files[0].name == "readme.md"
 
-    dataset, _ = create_dataset(tmp_path, "val", 16, 2, strict=True)
+    dataset, _ = make(tmp_path, "val", 16, 2, strict=True)
     with pytest.raises(RuntimeError, match=re.escape(str(bad))):
         _epoch(dataset)
 
@@ -154,7 +172,7 @@ def test_pad_last_and_shards_yield_every_image_once(tmp_path, num_shards):
     levels = _grey_set(tmp_path, {"a": 4, "b": 3})
     seen, batch_counts = [], set()
     for shard_id in range(num_shards):
-        dataset, info = create_dataset(tmp_path, "val", 16, 2, num_shards=num_shards, shard_id=shard_id)
+        dataset, info = make(tmp_path, "val", 16, 2, num_shards=num_shards, shard_id=shard_id)
         batches, = _epoch(dataset)
         assert len(batches) == info.num_batches
         batch_counts.add(len(batches))
@@ -167,28 +185,28 @@ def test_pad_last_and_shards_yield_every_image_once(tmp_path, num_shards):
 
 def test_keep_or_drop_partial_batch(tmp_path):
     levels = _grey_set(tmp_path, {"a": 3, "b": 2})
-    dataset, info = create_dataset(tmp_path, "val", 16, 2, pad_last=False, shuffle=True, seed=4)
+    dataset, info = make(tmp_path, "val", 16, 2, pad_last=False, shuffle=True, seed=4)
     batches, = _epoch(dataset)
     assert [len(b["label"]) for b in batches] == [2, 2, 1] and info.num_dropped == 0
     assert sorted(np.concatenate([_levels(b["image"]) for b in batches]).tolist()) == levels
-    dataset, info = create_dataset(tmp_path, "val", 16, 2, pad_last=False, drop_remainder=True)
+    dataset, info = make(tmp_path, "val", 16, 2, pad_last=False, drop_remainder=True)
     assert [len(b["label"]) for b in _epoch(dataset)[0]] == [2, 2] and info.num_dropped == 1
     with pytest.raises(ValueError, match="pad_last=True and drop_remainder=True"):
-        create_dataset(tmp_path, "val", 16, 2, drop_remainder=True)
+        make(tmp_path, "val", 16, 2, drop_remainder=True)
 
 
 def test_argument_errors(tmp_path):
     _grey_set(tmp_path, {"a": 1})
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "test"))):
-        create_dataset(tmp_path, "test", 16, 2)
+        make(tmp_path, "test", 16, 2)
     with pytest.raises(ValueError, match="crop_pct must be a number in \\(0, 1\\], got 1.5"):
-        create_dataset(tmp_path, "val", 16, 2, crop_pct=1.5)
+        make(tmp_path, "val", 16, 2, crop_pct=1.5)
     with pytest.raises(ValueError, match="interpolation must be one of bicubic, bilinear, got 'nearest'"):
-        create_dataset(tmp_path, "val", 16, 2, interpolation="nearest")
+        make(tmp_path, "val", 16, 2, interpolation="nearest")
     with pytest.raises(ValueError, match="shard_id must be an int in \\[0, 2\\), got 2"):
-        create_dataset(tmp_path, "val", 16, 2, num_shards=2, shard_id=2)
+        make(tmp_path, "val", 16, 2, num_shards=2, shard_id=2)
     with pytest.raises(ValueError, match="aug is only used with training=True"):
-        create_dataset(tmp_path, "val", 16, 2, aug={})
+        make(tmp_path, "val", 16, 2, aug={})
 
 
 # ---------------------------------------------------------------- training pipeline
@@ -202,7 +220,7 @@ def _train_set(root: Path, per_class: int = 4, classes: int = 3) -> None:
 
 def test_train_soft_targets_shapes(tmp_path):
     _train_set(tmp_path)
-    dataset, info = create_dataset(tmp_path, "train", 16, 4, training=True, num_classes=3)
+    dataset, info = make(tmp_path, "train", 16, 4, training=True, num_classes=3)
     batches, = _epoch(dataset)
     assert len(batches) == info.num_batches == 3 and info.soft_targets
     for b in batches:
@@ -214,17 +232,17 @@ def test_train_soft_targets_shapes(tmp_path):
 
 def test_train_label_modes_and_seeded_shuffle(tmp_path):
     _train_set(tmp_path)
-    dataset, info = create_dataset(tmp_path, "train", 16, 4, training=True, aug=NO_AUG, seed=7)
+    dataset, info = make(tmp_path, "train", 16, 4, training=True, aug=NO_AUG, seed=7)
     assert not info.soft_targets
     first, second = _epoch(dataset, epochs=2)
     order = np.concatenate([b["label"] for b in first]).tolist()
     assert first[0]["label"].dtype == np.int32 and sorted(order) == [0] * 4 + [1] * 4 + [2] * 4
     # A training pipeline is one epoch: iterated again it repeats it; another epoch's seed reshuffles.
     assert np.concatenate([b["label"] for b in second]).tolist() == order
-    other, _ = create_dataset(tmp_path, "train", 16, 4, training=True, aug=NO_AUG, seed=8)
+    other, _ = make(tmp_path, "train", 16, 4, training=True, aug=NO_AUG, seed=8)
     assert np.concatenate([b["label"] for b in _epoch(other)[0]]).tolist() != order
 
-    smooth, info = create_dataset(tmp_path, "train", 16, 4, training=True,
+    smooth, info = make(tmp_path, "train", 16, 4, training=True,
                                   aug={**NO_AUG, "label_smoothing": 0.3})
     labels = _epoch(smooth)[0][0]["label"]
     assert info.soft_targets and labels.shape == (4, 3)
@@ -235,7 +253,7 @@ def test_train_shards_are_disjoint(tmp_path):
     levels = _grey_set(tmp_path, {"a": 8, "b": 7}, split="train")  # 15 images: 2 shards of 7
     seen = []
     for shard_id in range(2):
-        dataset, info = create_dataset(tmp_path, "train", 16, 7, training=True, aug=NO_AUG, num_shards=2,
+        dataset, info = make(tmp_path, "train", 16, 7, training=True, aug=NO_AUG, num_shards=2,
                                        shard_id=shard_id, seed=3)
         (batch,), = _epoch(dataset)
         seen.append(set(_levels(batch["image"]).tolist()))
@@ -259,7 +277,7 @@ def test_shard_order_follows_deits_repeated_augmentation_sampler():
 
 
 def _train_batches(root: Path, aug: dict, batch_size: int, **kwargs) -> list[dict]:
-    dataset, _ = create_dataset(root, "train", 16, batch_size, training=True, aug=aug, seed=5, **kwargs)
+    dataset, _ = make(root, "train", 16, batch_size, training=True, aug=aug, seed=5, **kwargs)
     return _epoch(dataset)[0]
 
 
@@ -296,11 +314,11 @@ def test_repeated_aug_must_leave_a_global_batch_of_distinct_images(tmp_path):
     _train_set(tmp_path)
     with pytest.raises(ValueError, match=r"train: repeated augmentation 5 leaves 2 distinct images per epoch "
                                          r"\(12 / 5\), fewer than one global batch of 4$"):
-        create_dataset(tmp_path, "train", 16, 4, training=True, repeated_aug=5)
+        make(tmp_path, "train", 16, 4, training=True, repeated_aug=5)
     with pytest.raises(ValueError, match="repeated_aug must be an int >= 1, got 0"):
-        create_dataset(tmp_path, "train", 16, 4, training=True, repeated_aug=0)
+        make(tmp_path, "train", 16, 4, training=True, repeated_aug=0)
     with pytest.raises(ValueError, match="repeated_aug is only used with training=True"):
-        create_dataset(tmp_path, "train", 16, 4, repeated_aug=3)
+        make(tmp_path, "train", 16, 4, repeated_aug=3)
 
 
 def test_random_resized_crop_draws_timms_boxes():
@@ -321,8 +339,8 @@ def test_random_resized_crop_draws_timms_boxes():
 
 def test_train_transform_flips_and_uses_the_mean_as_fill():
     image = Image.fromarray(np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3))
-    aug = {**DEFAULT_AUG, "scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": 1.0, "randaug_magnitude": 0}
-    flipped = TrainTransform(16, "bicubic", aug, IMAGENET_MEAN)(image, np.random.default_rng(0))
+    aug = {**AUG, "scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": 1.0, "randaug_magnitude": 0}
+    flipped = TrainTransform(16, "bicubic", aug, MEAN)(image, np.random.default_rng(0))
     np.testing.assert_array_equal(flipped, np.asarray(image)[:, ::-1])
     with_ra = TrainTransform(16, "bicubic", {**aug, "randaug_magnitude": 9}, (0.5, 0.25, 1.0))
     assert with_ra.randaug.fill == (128, 64, 255)  # timm: round(255 * mean)
@@ -331,25 +349,25 @@ def test_train_transform_flips_and_uses_the_mean_as_fill():
 def test_train_bad_image_raises_with_path(tmp_path):
     _train_set(tmp_path, per_class=2, classes=2)
     bad = _truncated_png(tmp_path / "train" / "c0" / "zz.png")
-    dataset, _ = create_dataset(tmp_path, "train", 16, 5, training=True, aug=NO_AUG)
+    dataset, _ = make(tmp_path, "train", 16, 5, training=True, aug=NO_AUG)
     with pytest.raises(RuntimeError, match=re.escape(str(bad)) + ".*unreadable training image"):
         _epoch(dataset)
     with pytest.raises(ValueError, match="pad_last=True is eval-only"):
-        create_dataset(tmp_path, "train", 16, 2, training=True, pad_last=True)
+        make(tmp_path, "train", 16, 2, training=True, pad_last=True)
 
 
 def test_batch_augment_mixup_and_cutmix_targets():
     rng = np.random.default_rng(0)
     images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
     labels = np.array([0, 1, 2, 3], dtype=np.int32)
-    mixup = BatchAugment(4, resolve_aug({**NO_AUG, "mixup_alpha": 0.8}), seed=0)
+    mixup = BatchAugment(4, {**NO_AUG, "mixup_alpha": 0.8}, seed=0)
     out, targets = mixup(images, labels)
     lam = targets[0, 0]  # no smoothing: row 0 is lam * e0 + (1 - lam) * e3
     np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(targets[0, 3], 1 - lam, rtol=1e-6)
     np.testing.assert_allclose(out, lam * images + (1 - lam) * images[::-1], rtol=1e-5, atol=1e-6)
 
-    cutmix = BatchAugment(4, resolve_aug({**NO_AUG, "cutmix_alpha": 1.0}), seed=1)
+    cutmix = BatchAugment(4, {**NO_AUG, "cutmix_alpha": 1.0}, seed=1)
     out, targets = cutmix(images, labels)
     from_partner = np.isclose(out, images[::-1]) & ~np.isclose(images, images[::-1])
     area = from_partner[0, 0].mean()  # the pasted box, as a fraction of the image
@@ -357,14 +375,13 @@ def test_batch_augment_mixup_and_cutmix_targets():
     np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
 
 
-def test_resolve_aug_validates():
-    assert resolve_aug(None) == DEFAULT_AUG
-    with pytest.raises(ValueError, match="unknown key\\(s\\) mixup; known keys: scale"):
-        resolve_aug({"mixup": 0.8})
-    with pytest.raises(ValueError, match="aug.erase_prob: expected a number in \\[0.0, 1.0\\], got 2"):
-        resolve_aug({"erase_prob": 2})
-    with pytest.raises(ValueError, match="aug.randaug_magnitude: expected an int in \\[0, 10\\], got True"):
-        resolve_aug({"randaug_magnitude": True})
+def test_check_aug_names_missing_keys_and_training_needs_it(tmp_path):
+    assert check_aug(AUG) == AUG
+    with pytest.raises(ValueError, match="aug: missing keys hflip, mixup_alpha"):
+        check_aug({k: v for k, v in AUG.items() if k not in ("hflip", "mixup_alpha")})
+    _train_set(tmp_path)
+    with pytest.raises(ValueError, match="training needs aug"):
+        create_dataset(tmp_path, "train", 16, 4, training=True, **PIPE)
 
 
 # ---------------------------------------------------------------- demo dataset
@@ -420,7 +437,7 @@ def test_resolve_data_root(tmp_path, monkeypatch):
 
 def test_demo_set_feeds_the_pipeline(tmp_path):
     root = ensure_demo_dataset(tmp_path / "demo", **{**SMALL, "image_size": 40})
-    dataset, info = create_dataset(root, "val", 32, 4, num_classes=3)
+    dataset, info = make(root, "val", 32, 4, num_classes=3)
     (batch,), = _epoch(dataset)
     assert batch["image"].shape == (4, 3, 32, 32) and batch["valid"].tolist() == [1, 1, 1, 0]
     assert info.classes == ("circle", "ring", "square")

@@ -1,16 +1,15 @@
 """Image modes (issue #13, item 5): 16-bit grey is scaled, modes without a defined 8-bit conversion are reported
 as unreadable by eval, infer and visualize instead of being evaluated silently wrong."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
-import infer as infer_script
 from src.config import load_config
 from src.data.folder import load_rgb
 from src.evaluate import evaluate_checkpoint
-from src.visualize import load_images
 
-from .scripts import run_main, tiny_model_files
+from ..run_scripts import tiny_model_files
 
 GREY16 = np.array([[0, 1, 128, 129], [257, 32767, 32768, 65535]], dtype=np.uint16)
 
@@ -80,14 +79,3 @@ def test_eval_counts_16_bit_and_reports_float_tiff(images):
     [bad] = report["unreadable_files"]
     assert bad["path"].endswith("f.tif") and "pixel format F (32-bit float pixels)" in bad["reason"]
 
-
-def test_infer_and_visualize_refuse_float_tiff_in_one_line(images, capsys):
-    root, (config, ckpt, names) = images
-    tif = root / "data" / "val" / "cat" / "f.tif"
-    argv = ["--model", str(ckpt), "--config", str(config), "--class_names", str(names), str(tif)]
-    code, out, err = run_main(lambda: infer_script.main(argv), "infer.py", capsys)
-    assert (code, out) == (1, "")
-    assert err == [f"infer.py: error: {tif}: cannot read the image (ValueError: pixel format F (32-bit float "
-                   f"pixels) has no defined conversion to 8-bit RGB; convert the image to 8-bit RGB first)"]
-    with pytest.raises(ValueError, match=r"f\.tif: unreadable image \(ValueError: pixel format F"):
-        load_images([tif], load_config(config)["data"], 32)

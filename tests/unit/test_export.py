@@ -6,12 +6,19 @@ import numpy as np
 import pytest
 
 import src.export as export_mod
-from src.export import ErfFreeGELU, ExportError, VerificationError, check_format_device, export_model, \
-    output_path, read_mindir_meta
+from src.export import (
+    ErfFreeGELU,
+    ExportError,
+    VerificationError,
+    check_format_device,
+    export_model,
+    output_path,
+    read_mindir_meta,
+)
 from src.inference import MindIRPredictor
 from src.models import create_model
 
-from .conftest import make_mini
+from ..conftest import make_mini
 
 MIXED = dict(r=50, layers=[3, 6, 9], threshold=3.9924709317941296e-05, prop_attn=True)
 

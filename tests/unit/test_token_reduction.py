@@ -5,8 +5,18 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.token_reduction import (PPTSetting, clamp_r, get_policy, importance_scores, list_policies, pool, prune,
-                                 prune_or_pool, score_variance, token_schedule)
+from src.token_reduction import (
+    PPTSetting,
+    clamp_r,
+    get_policy,
+    importance_scores,
+    list_policies,
+    pool,
+    prune,
+    prune_or_pool,
+    score_variance,
+    token_schedule,
+)
 
 
 def np_pool(x, size, metric, r, protected):
@@ -113,7 +123,7 @@ def test_policy_registry():
 @pytest.mark.parametrize("policy, threshold", [("prune", 0.0), ("pool", 1e9)])
 def test_prune_and_pool_policies_equal_ppt_at_the_threshold_ends(policy, threshold, golden_input, any_mode):
     """prune = ppt with threshold 0, pool = ppt with threshold 1e9, bit for bit, without the other branch."""
-    from .conftest import make_mini
+    from ..conftest import make_mini
 
     x = ms.Tensor(golden_input)
     only = make_mini(dict(r=50, layers=[3, 6, 9], threshold=None, prop_attn=True, policy=policy))

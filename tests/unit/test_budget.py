@@ -1,7 +1,6 @@
-"""Budget search (src/budget.py, budget.py): targets met, the criterion, clear failures, pasteable output."""
+"""Budget search (src/budget.py): targets met, the criterion, clear failures, a pasteable ppt: block."""
+
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -9,12 +8,16 @@ from src.budget import MacsModel, parse_target, ppt_yaml, schedule_for, search_b
 from src.config import load_config
 from src.models import ViTSpec
 
-from .conftest import macs_of
-from .test_sweep import DEMO_CONFIG, ROOT, TINY, tiny_setup
+from ..conftest import macs_of
+from ..unit.test_sweep import DEMO_CONFIG, TINY
 
 DEIT_S = dict(img_size=224, patch_size=16, in_chans=3, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0,
               distilled=False, num_classes=1000)
+
+
 BASE = macs_of(**DEIT_S)["total"]
+
+
 MODEL = MacsModel(ViTSpec(embed_dim=384, num_heads=6), 1000)
 
 
@@ -83,30 +86,3 @@ def test_printed_ppt_block_loads_as_config(tmp_path):
     assert ppt == dict(enabled=True, policy="ppt", r=[5, 3], layers=[1, 2], threshold=6.6e-4, prop_attn=True)
     assert "  r: 4\n" in ppt_yaml(schedule_for(model, [1, 2], [4, 4]), 0.0, False)
 
-
-def _budget(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "budget.py"), "--config", str(DEMO_CONFIG), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-
-
-def test_budget_script_prints_a_pasteable_block_and_fails_in_one_line():
-    done = _budget("--target", "0.7", "--set", *TINY)
-    assert done.returncode == 0, done.stderr
-    block = done.stdout[done.stdout.index("ppt:\n"):]
-    assert block.splitlines()[1:] == ["  enabled: true", "  r: [6, 4]", "  layers: [1, 2]", "  threshold: 0.00066",
-                                      "  prop_attn: true"]
-    impossible = _budget("--target", "0.1", "--layers", "3", "--set", *TINY)
-    assert impossible.returncode == 1 and len(impossible.stderr.strip().splitlines()) == 1
-    assert "minimum reachable with PP layers [3]" in impossible.stderr
-
-
-def test_budget_script_evaluates_candidates_on_data(tmp_path):
-    _, ckpt, data = tiny_setup(tmp_path)
-    done = _budget("--target", "0.7", "--set", *TINY, "--data", data, "--ckpt_file", ckpt, "--mode", "pynative",
-                   "--max-images", "4")
-    assert done.returncode == 0, done.stderr
-    # one batch of 4 rows of a shuffled, padded pipeline: up to 4 images
-    assert re.search(r"top-1 on [1-4] images of .*/val:", done.stdout), done.stdout
-    assert "top-1 (%)" in done.stdout and "chosen: " in done.stdout
-    no_weights = _budget("--target", "0.7", "--set", *TINY, "--data", data)
-    assert no_weights.returncode == 1 and "needs trained weights" in no_weights.stderr

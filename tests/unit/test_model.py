@@ -5,7 +5,7 @@ import pytest
 
 from src.models import PPTStats, create_model, list_models, model_spec
 
-from .conftest import make_mini
+from ..conftest import make_mini
 
 MIXED = dict(r=50, layers=[3, 6, 9], threshold=3.9924709317941296e-05, prop_attn=True)  # golden "mixed"
 
@@ -102,6 +102,7 @@ def test_bad_arguments_are_clear_errors():
 def test_model_code_has_no_data_dependent_shapes():
     """Static shapes for Ascend: none of the ops that make shapes depend on values."""
     import inspect
+
     import src.models.layers
     import src.models.vit
     import src.token_reduction

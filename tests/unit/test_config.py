@@ -8,7 +8,8 @@ from src.config import SCHEMA, ConfigError, configured_spec, load_config, model_
 from src.models import create_model, list_models, model_spec
 from src.token_reduction import PPTSetting
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from ..conftest import ROOT
+
 SHIPPED = sorted((ROOT / "config").glob("*.yaml"))
 
 MINIMAL = """

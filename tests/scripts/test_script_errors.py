@@ -12,9 +12,8 @@ import pytest
 import src.export
 from src.cli import ArgumentParser, _os_error_line
 
-from .scripts import run_script, tiny_model_files
-
-REPO = Path(__file__).resolve().parents[1]
+from ..conftest import ROOT
+from ..run_scripts import run_script, tiny_model_files
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +49,12 @@ def _damaged_copy(ckpt: Path, folder: Path) -> Path:
 ])
 def test_command_line_errors_are_one_line_naming_the_flag(capsys, script, argv, line):
     # Before: argparse's usage block and exit code 2.
-    code, out, err = run_script(REPO / script, argv, capsys)
+    code, out, err = run_script(ROOT / script, argv, capsys)
     assert (code, out, err) == (1, "", [f"{script}: error: {line}"])
 
 
 def test_help_still_shows_the_usage(capsys):
-    code, out, err = run_script(REPO / "infer.py", ["-h"], capsys)
+    code, out, err = run_script(ROOT / "infer.py", ["-h"], capsys)
     assert code == 0 and out.startswith("usage: infer.py") and err == []
 
 
@@ -75,14 +74,14 @@ def test_errno_errors_name_the_flag_that_gave_the_path():
 
 def test_train_output_dir_errno_names_the_flag(capsys):
     # Before: "train.py: error: [Errno 13] Permission denied: '...'" without the flag.
-    code, _, err = run_script(REPO / "train.py", ["--output_dir", "/sys/ppt_out", "--no_progress"], capsys)
+    code, _, err = run_script(ROOT / "train.py", ["--output_dir", "/sys/ppt_out", "--no_progress"], capsys)
     assert code == 1 and len(err) == 1
     assert err[0].startswith("train.py: error: --output_dir /sys/ppt_out: "), err
 
 
 def test_infer_on_a_folder_says_it_is_not_an_image_file(tiny, capsys):
     folder, config, ckpt, _ = tiny
-    code, _, err = run_script(REPO / "infer.py", ["--model", ckpt, "--config", config, folder], capsys)
+    code, _, err = run_script(ROOT / "infer.py", ["--model", ckpt, "--config", config, folder], capsys)
     assert (code, err) == (1, [f"infer.py: error: {folder}: is a folder, not an image file (infer.py takes image "
                                f"files; visualize.py also searches folders)"])
 
@@ -90,11 +89,11 @@ def test_infer_on_a_folder_says_it_is_not_an_image_file(tiny, capsys):
 def test_convert_honours_ppt_debug(tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.pth").write_bytes(b"not a zip")
     argv = [tmp_path / "bad.pth", tmp_path / "out.ckpt"]
-    code, _, err = run_script(REPO / "convert.py", argv, capsys)
+    code, _, err = run_script(ROOT / "convert.py", argv, capsys)
     assert code == 1 and len(err) == 1 and err[0].startswith("convert.py: error: ")
     monkeypatch.setenv("PPT_DEBUG", "1")
     with pytest.raises(ValueError, match="not a PyTorch zip checkpoint"):
-        run_script(REPO / "convert.py", argv, capsys)
+        run_script(ROOT / "convert.py", argv, capsys)
     assert sorted(os.listdir(tmp_path)) == ["bad.pth"]
 
 
@@ -105,7 +104,7 @@ def test_damaged_weights_are_refused_by_the_scripts(tiny, tmp_path, capsys, scri
     folder, config, ckpt, _ = tiny
     damaged = _damaged_copy(ckpt, tmp_path)
     extra = ["--out", tmp_path / "out"] if script == "export.py" else ["--out", tmp_path / "out.json"]
-    code, _, err = run_script(REPO / script, ["--config", config, "--ckpt", damaged, *extra], capsys)
+    code, _, err = run_script(ROOT / script, ["--config", config, "--ckpt", damaged, *extra], capsys)
     assert (code, err) == (1, [f"{script}: error: {damaged}: the file is damaged: its CRC32 checksum does not "
                                f"match its contents"])
     assert sorted(os.listdir(tmp_path)) == ["damaged.ckpt"]
@@ -137,7 +136,7 @@ def _unwritable_folder(tmp_path: Path) -> Path:
 def test_export_to_an_existing_folder_fails_before_exporting(tiny, tmp_path, capsys, no_export):
     _, config, ckpt, _ = tiny
     (tmp_path / "model.mindir").mkdir()
-    code, _, err = run_script(REPO / "export.py", ["--config", config, "--ckpt", ckpt, "--out", tmp_path / "model"],
+    code, _, err = run_script(ROOT / "export.py", ["--config", config, "--ckpt", ckpt, "--out", tmp_path / "model"],
                               capsys)
     assert (code, err) == (1, [f"export.py: error: {tmp_path / 'model.mindir'}: a folder of that name exists; "
                                f"choose another file name"])
@@ -147,7 +146,7 @@ def test_export_to_an_existing_folder_fails_before_exporting(tiny, tmp_path, cap
 def test_export_to_an_unwritable_folder_fails_before_exporting(tiny, tmp_path, capsys, no_export):
     _, config, ckpt, _ = tiny
     folder = _unwritable_folder(tmp_path)
-    code, _, err = run_script(REPO / "export.py", ["--config", config, "--ckpt", ckpt, "--out", folder / "m"],
+    code, _, err = run_script(ROOT / "export.py", ["--config", config, "--ckpt", ckpt, "--out", folder / "m"],
                               capsys)
     assert (code, err) == (1, [f"export.py: error: {folder / 'm.mindir'}: cannot write in folder {folder} "
                                f"(Permission denied)"])
@@ -159,8 +158,8 @@ def test_export_to_an_unwritable_folder_fails_before_exporting(tiny, tmp_path, c
 def test_unavailable_device_is_one_line_without_mindspore_logs(tiny, device):
     # Before: two to four MindSpore [ERROR]/[WARNING] lines about missing libraries came first.
     _, config, ckpt, _ = tiny
-    result = subprocess.run([sys.executable, str(REPO / "eval.py"), "--config", str(config), "--ckpt", str(ckpt),
-                             "--device_target", device], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config", str(config), "--ckpt", str(ckpt),
+                             "--device_target", device], cwd=ROOT, capture_output=True, text=True, timeout=120)
     if result.returncode == 0 or "not available" not in result.stderr:
         pytest.skip(f"{device} is available here")
     assert result.returncode == 1

@@ -2,7 +2,6 @@
 settings, and "auto" precision means float16 with loss scaling on Ascend/GPU only (no training here)."""
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +10,8 @@ from src.config import ConfigError, load_config
 from src.train.optim import scaled_lr
 from src.train.step import resolve_precision
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..conftest import ROOT
+
 # The official run (PPT README): DeiT's main.py defaults plus these, on 4 GPUs x 256 images.
 OFFICIAL = {"epochs": 30, "warmup_epochs": 5, "lr": 1e-5, "per_gpu_batch": 256, "gpus": 4, "threshold": 6e-5,
             "r": 50, "layers": [3, 6, 9], "drop_path": 0.1, "ema_decay": 0.99996, "repeated_aug": 3}

@@ -1,19 +1,25 @@
-"""Token-source rendering (src/visualize.py) and visualize.py end to end, on tiny models."""
-import subprocess
-import sys
+"""Token-source rendering (src/visualize.py) on tiny models."""
 
 import mindspore as ms
 import numpy as np
 import pytest
 from PIL import Image
 
+from src.inference import Preprocess
 from src.models import create_model
-from src.visualize import (MIN_PANEL, collect_images, render_block, render_grid, token_map, trace_tokens,
-                           visualize_images)
+from src.visualize import (
+    MIN_PANEL,
+    collect_images,
+    render_block,
+    render_grid,
+    token_map,
+    trace_tokens,
+    visualize_images,
+)
 
-from .test_sweep import DEMO_CONFIG, ROOT, TINY
+PRE = Preprocess(32, 0.875, "bicubic", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-DATA_CFG = dict(crop_pct=0.875, interpolation="bicubic", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
 TINT = 0.55  # src.visualize._TINT
 
 
@@ -96,7 +102,7 @@ def test_visualize_images_writes_one_png_per_block_and_a_grid(tmp_path):
     Image.new("RGB", (36, 36), (10, 200, 30)).save(tmp_path / "sub" / "x.png")  # same stem as x.png
     paths = collect_images([tmp_path])
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["sub/x.png", "x.png", "y.png"]
-    results = visualize_images(tiny_model(1e9), paths, tmp_path / "out", DATA_CFG, "RANDOM WEIGHTS")
+    results = visualize_images(tiny_model(1e9), paths, tmp_path / "out", PRE, "RANDOM WEIGHTS")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(f"{stem}_{suffix}.png" for stem in ("sub_x", f"{tmp_path.name}_x", "y")
                            for suffix in ("block1", "block2", "grid"))
@@ -108,29 +114,3 @@ def test_visualize_images_writes_one_png_per_block_and_a_grid(tmp_path):
     with pytest.raises(ValueError, match="given more than once"):
         collect_images([tmp_path / "y.png", tmp_path])
 
-
-def _visualize(*args: str) -> subprocess.CompletedProcess:
-    # --set takes every following word: images go before it
-    return subprocess.run([sys.executable, str(ROOT / "visualize.py"), *args, "--config", str(DEMO_CONFIG),
-                           "--set", *TINY], capture_output=True, text=True, cwd=ROOT, timeout=300)
-
-
-def test_visualize_script_end_to_end(tmp_path):
-    image = tmp_path / "shape.png"
-    pixels = np.full((48, 48, 3), 120, np.uint8)
-    pixels[12:36, 12:36] = (250, 30, 30)
-    Image.fromarray(pixels).save(image)
-    done = _visualize(str(image), "--random-weights", "--out", str(tmp_path / "vis"), "--mode", "pynative")
-    assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["shape_block1.png", "shape_block2.png",
-                                                                    "shape_grid.png"]
-    assert "wrote 3 PNGs" in done.stdout
-    with Image.open(tmp_path / "vis" / "shape_grid.png") as grid:
-        grid.load()
-        assert grid.width == 3 * 224 + 2 * 6
-
-    refused = _visualize(str(image), "--out", str(tmp_path / "none"))
-    assert refused.returncode == 1 and not (tmp_path / "none").exists()
-    assert refused.stderr.strip().splitlines() == [
-        "visualize.py: error: a checkpoint is required: give --ckpt_file, or --random-weights to look at an "
-        "untrained model"]

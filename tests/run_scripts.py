@@ -2,16 +2,16 @@
 block does (through ``src.cli.run``) in this process, and a tiny model config with random weights."""
 import runpy
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, List, Sequence, Tuple
 
 import mindspore as ms
 import pytest
 
 from src.checkpoint import save_weights
 from src.cli import run
-from src.factory import build_model
 from src.config import load_config
+from src.factory import build_model
 
 TINY_CONFIG = """
 model: {name: deit_tiny_patch16_224, num_classes: 3, img_size: 32, patch_size: 8, embed_dim: 48, depth: 3,
@@ -21,7 +21,7 @@ data: {path: DATA, batch_size: 4, num_workers: 1}
 """
 
 
-def run_main(main: Callable[[], object], prog: str, capsys: pytest.CaptureFixture) -> Tuple[int, str, List[str]]:
+def run_main(main: Callable[[], object], prog: str, capsys: pytest.CaptureFixture) -> tuple[int, str, list[str]]:
     """``(exit code, stdout, stderr lines without MindSpore's [WARNING] lines)`` of ``run(main, prog)``."""
     capsys.readouterr()
     try:
@@ -35,7 +35,7 @@ def run_main(main: Callable[[], object], prog: str, capsys: pytest.CaptureFixtur
     return code, out, [line for line in err.splitlines() if not line.startswith("[WARNING]")]
 
 
-def run_script(script: Path, argv: Sequence[str], capsys: pytest.CaptureFixture) -> Tuple[int, str, List[str]]:
+def run_script(script: Path, argv: Sequence[str], capsys: pytest.CaptureFixture) -> tuple[int, str, list[str]]:
     """Like :func:`run_main`, for ``python script argv...`` run in this process (its ``__main__`` block)."""
     saved = sys.argv
     sys.argv = [script.name, *map(str, argv)]
@@ -45,7 +45,7 @@ def run_script(script: Path, argv: Sequence[str], capsys: pytest.CaptureFixture)
         sys.argv = saved
 
 
-def tiny_model_files(folder: Path, data: str = "/nonexistent") -> Tuple[Path, Path, Path]:
+def tiny_model_files(folder: Path, data: str = "/nonexistent") -> tuple[Path, Path, Path]:
     """``(config, random-weight checkpoint, class names file)`` of a 3-class 32 px DeiT."""
     config = folder / "tiny.yaml"
     config.write_text(TINY_CONFIG.replace("DATA", data))

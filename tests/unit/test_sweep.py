@@ -1,4 +1,5 @@
 """The accuracy / MACs / throughput sweep (src/sweep.py) on a tiny model and a tiny generated folder."""
+
 import csv
 import json
 from pathlib import Path
@@ -13,16 +14,16 @@ from src.config import load_config, model_kwargs
 from src.models import create_model
 from src.sweep import CSV_COLUMNS, run_sweep
 
-import benchmark as benchmark_script
+from ..conftest import ROOT, macs_of
 
-from .conftest import macs_of
-
-ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
-# A 4-block DeiT on 32 px images in 8 px patches: 16 patches + the class token, 3 classes.
+
+
 TINY = ["model.img_size=32", "model.patch_size=8", "model.embed_dim=48", "model.depth=4", "model.num_heads=3",
         "model.num_classes=3", "ppt.r=4", "ppt.layers=[1,2]", "ppt.threshold=6.6e-4", "ppt.prop_attn=true",
         "data.batch_size=4", "data.num_workers=1"]
+
+
 TINY_ARCH = dict(img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=3)
 
 
@@ -92,22 +93,3 @@ def test_sweep_rejects_bad_settings(tmp_path):
         run_sweep(cfg, None, [4], layer_sets=[[7]], out_prefix=str(tmp_path / "s"))
     assert not list(tmp_path.iterdir())
 
-
-def test_sweep_from_args_in_graph_mode(tmp_path, capsys):
-    """benchmark.py --sweep: flags parsed next to the common ones, graph mode, no dataset, random weights."""
-    parser = benchmark_script.build_parser()
-    prefix = tmp_path / "g"
-    args = parser.parse_args(["--config", str(DEMO_CONFIG), "--set", *TINY, "--sweep", "4",
-                              "--sweep-layers", "1,2", "--sweep-runs", "1", "--sweep-batch-size", "2",
-                              "--sweep-out", str(prefix)])
-    try:
-        rows = benchmark_script.run_sweep_from_args(args)
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-    assert [r["name"] for r in rows] == ["baseline", "r=4 layers=[1, 2] thr=0.00066"]
-    assert rows[1]["top1"] is None and json.loads(Path(f"{prefix}.json").read_text())["mode"] == "graph"
-    out = capsys.readouterr().out
-    assert "top-1 not measured" in out and f"{prefix}.png" in out
-    bad = parser.parse_args(["--config", str(DEMO_CONFIG), "--mode", "pynative", "--sweep", "4"])
-    with pytest.raises(ValueError, match="graph-mode"):
-        benchmark_script.run_sweep_from_args(bad)

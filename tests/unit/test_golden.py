@@ -5,7 +5,7 @@ import pytest
 
 from src.models import PPTStats
 
-from .conftest import make_mini
+from ..conftest import make_mini
 
 CASES = ["baseline", "prune_all", "pool_all", "mixed", "mixed_schedule"]
 

@@ -1,12 +1,9 @@
 """Crafted PyTorch checkpoints (issue #13, items 1-3): src/torch_pickle.py refuses them in one line, before
 building the crafted values or allocating what they ask for, and never crashes the interpreter."""
+
 import argparse
-import os
 import pickle
 import struct
-import subprocess
-import sys
-import time
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -17,10 +14,8 @@ import pytest
 from src import torch_pickle
 from src.checkpoint import UnsafePickleError, read_state_dict
 
-from .scripts import TINY_CONFIG, run_script
-from .torch_zip import p_global, p_int, p_ints, p_str, p_tensor, write_pth, write_zip
+from ..torch_zip import p_global, p_int, p_ints, p_str, p_tensor, write_pth, write_zip
 
-REPO = Path(__file__).resolve().parents[1]
 PROTO = pickle.PROTO + b"\x02"
 
 
@@ -50,30 +45,6 @@ def _peak_mib(fn) -> float:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     return peak / 2 ** 20
-
-
-# ------------------------------------------------------------------- item 1: nesting that crashed the process
-
-@pytest.mark.parametrize("script", ["convert.py", "eval.py"])
-def test_tuple_key_nested_3_million_deep_is_refused_without_a_crash(tmp_path, script):
-    # Before: SIGSEGV while hashing the dict key (CPython's tuple hash recurses without a guard).
-    path = _pth(tmp_path / "deep.pth", pickle.EMPTY_DICT + pickle.EMPTY_TUPLE + pickle.TUPLE1 * 3_000_000
-                + pickle.NONE + pickle.SETITEM)
-    assert path.stat().st_size > 3_000_000
-    if script == "convert.py":
-        args = [path, tmp_path / "out.ckpt"]
-    else:
-        (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.replace("DATA", str(tmp_path)))
-        args = ["--config", tmp_path / "tiny.yaml", "--ckpt_file", path, "--out", tmp_path / "out.json"]
-    start = time.monotonic()
-    result = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert result.stderr.splitlines() == [
-        f"{script}: error: {path}: the pickle nests containers more than {torch_pickle.MAX_DEPTH} deep"]
-    assert time.monotonic() - start < 60
-    written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == (["deep.pth", "tiny.yaml"] if script == "eval.py" else ["deep.pth"])
 
 
 @pytest.mark.parametrize("body", [
@@ -141,8 +112,6 @@ def test_malformed_pickles(tmp_path, raw, match):
     _one_line_error(_pth(tmp_path / "bad.pth", raw), match)
 
 
-# ------------------------------------------------------------------- item 2: tracebacks instead of one line
-
 def _tensor_pth(path: Path, numel: int, offset: int, size, stride, storage: bytes = b"\0" * 4) -> Path:
     write_pth(path, {"w": ("0", numel, offset, size, stride)}, {"0": storage}, wrap=False)
     return path
@@ -196,8 +165,6 @@ def test_untrusted_values_are_described_not_repr_ed(tmp_path):
                     "unsupported persistent id (a tuple of 2 items)")
 
 
-# ------------------------------------------------------------------- item 3: small files, large allocations
-
 def test_515_byte_file_with_a_stride_0_tensor_of_2_27_elements(tmp_path):
     # Before: memory +500 MB, copying one 4-byte element 2**27 times.
     path = _tensor_pth(tmp_path / "s0.pth", 1, 0, (2 ** 27,), (0,))
@@ -245,24 +212,6 @@ def test_integer_storages_keep_their_dtype_in_native_order(tmp_path):
     np.testing.assert_array_equal(got, x.reshape(2, 3))
 
 
-# ------------------------------------------------------------------- through the scripts: exit code, nothing written
-
-@pytest.mark.parametrize("case", ["stride0", "size2_64", "memo", "inflating"])
-def test_convert_refuses_crafted_files_in_one_line_and_writes_nothing(tmp_path, capsys, case):
-    src = tmp_path / f"{case}.pth"
-    if case == "stride0":
-        _tensor_pth(src, 1, 0, (2 ** 27,), (0,))
-    elif case == "size2_64":
-        _tensor_pth(src, 1, 0, (2 ** 64,), (0,))
-    elif case == "memo":
-        _pth(src, pickle.NONE + pickle.LONG_BINPUT + struct.pack("<I", 2 ** 26))
-    else:
-        _deflated_zeros(src, 2 ** 24, 64 << 20, (2 ** 24,), (1,))
-    code, out, err = run_script(REPO / "convert.py", [src, tmp_path / "out.ckpt"], capsys)
-    assert (code, out) == (1, "") and len(err) == 1 and err[0].startswith(f"convert.py: error: {src}: "), err
-    assert os.listdir(tmp_path) == [src.name]
-
-
 def test_a_crafted_file_leaves_the_model_untouched(tmp_path):
     from src.checkpoint import load_weights  # pylint: disable=import-outside-toplevel
     from src.models import create_model  # pylint: disable=import-outside-toplevel
@@ -274,3 +223,4 @@ def test_a_crafted_file_leaves_the_model_untouched(tmp_path):
         load_weights(model, _tensor_pth(tmp_path / "s0.pth", 1, 0, (2 ** 27,), (0,)))
     for name, p in model.parameters_and_names():
         np.testing.assert_array_equal(p.asnumpy(), before[name])
+

@@ -1,29 +1,35 @@
-"""Tests for src/checkpoint.py and convert.py: torch-free .pth reading, safetensors, strict loading, .ckpt I/O."""
+"""src/checkpoint.py: torch-free .pth reading, safetensors, strict loading, .ckpt I/O and metadata."""
+
 import json
 import os
 import pickle
 import shlex
 import struct
-import subprocess
-import sys
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from src.checkpoint import (CheckpointMismatchError, UnsafePickleError, infer_model_args, load_weights,
-                            read_checkpoint_meta, read_state_dict, save_weights)
+from src.checkpoint import (
+    CheckpointMismatchError,
+    UnsafePickleError,
+    infer_model_args,
+    load_weights,
+    read_checkpoint_meta,
+    read_state_dict,
+    save_weights,
+)
 from src.models import create_model
 
-from .conftest import FIXTURES, MINI_ARCH, MINI_CLASSES
-from .torch_zip import p_global, p_ordered_dict, p_str, p_tensor, state_to_pth, write_pth, write_zip
+from ..conftest import FIXTURES, MINI_ARCH, MINI_CLASSES
+from ..torch_zip import p_global, p_ordered_dict, p_str, p_tensor, state_to_pth, write_pth, write_zip
 
-REPO = Path(__file__).resolve().parents[1]
 MINI_PTH = FIXTURES / "deit_mini.pth"
+
+
 MINI_ST = FIXTURES / "deit_mini.safetensors"
 
 
@@ -32,18 +38,16 @@ def _mini(num_classes: int = MINI_CLASSES):
     return create_model("deit_tiny_patch16_224", num_classes=num_classes, **MINI_ARCH)
 
 
-def _params(model) -> Dict[str, np.ndarray]:
+def _params(model) -> dict[str, np.ndarray]:
     return {name: param.asnumpy().copy() for name, param in model.parameters_and_names()}
 
 
-def _assert_same(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> None:
+def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
     assert set(a) == set(b)
     for name in a:
         assert a[name].dtype == np.float32 and a[name].shape == b[name].shape, name
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
-
-# ------------------------------------------------------------------------------------------------ reading
 
 def test_pth_and_safetensors_read_identically():
     from_pth, from_st = read_state_dict(MINI_PTH), read_state_dict(MINI_ST)
@@ -159,8 +163,6 @@ def test_unreadable_inputs(tmp_path):
         read_state_dict(tmp_path / "bad.ckpt")
 
 
-# ------------------------------------------------------------------------------------------------ loading
-
 def test_pth_and_safetensors_load_identically():
     a, b = _mini(), _mini()
     load_weights(a, MINI_PTH)
@@ -199,8 +201,6 @@ def test_drop_head_for_other_class_count():
         np.testing.assert_array_equal(value, expected, err_msg=name)
     assert after["head.weight"].shape == (5, 48)
 
-
-# ------------------------------------------------------------------------------------------------ .ckpt
 
 def test_ckpt_round_trip_with_metadata(tmp_path):
     model = _mini()
@@ -295,9 +295,7 @@ def test_safetensors_with_a_huge_zero_size_shape_names_the_file(tmp_path):
         read_state_dict(path)
 
 
-# ------------------------------------------------------------------------------------------------ convert
-
-def _zeros_state(shapes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
+def _zeros_state(shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
     return {name: np.broadcast_to(np.float32(0), shape) for name, shape in shapes.items()}
 
 
@@ -314,38 +312,3 @@ def test_infer_model_args():
     with pytest.raises(ValueError, match="embed_dim 48 .* matches no registered model"):
         infer_model_args(read_state_dict(MINI_ST))
 
-
-def _convert(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "convert.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
-
-
-def test_convert_infers_a_registered_arch(tmp_path):
-    model = create_model("deit_tiny_distilled_patch16_224", num_classes=7)
-    rng = np.random.default_rng(0)
-    state = {name: rng.standard_normal(p.shape).astype(np.float32) for name, p in model.parameters_and_names()}
-    state_to_pth(tmp_path / "src.pth", state)
-    result = _convert("src.pth", "out.ckpt", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines() == [
-        f"converted src.pth ({len(state)} tensors) -> out.ckpt: deit_tiny_distilled_patch16_224 (num_classes=7)"]
-    _assert_same(read_state_dict(tmp_path / "out.ckpt"), state)
-    assert (tmp_path / "out.ckpt").read_bytes()[-17:-10] == b"crc_num"
-    assert read_checkpoint_meta(tmp_path / "out.ckpt") == {
-        "model": "deit_tiny_distilled_patch16_224", "num_classes": 7, "source": "src.pth"}
-
-
-def test_convert_mini_with_overrides(tmp_path):
-    flags = [f"--{k}={v}" for k, v in MINI_ARCH.items()]
-    result = _convert(str(MINI_PTH), "mini.ckpt", "--model_name", "deit_tiny_patch16_224", *flags, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    _assert_same(read_state_dict(tmp_path / "mini.ckpt"), read_state_dict(MINI_PTH))
-    assert read_checkpoint_meta(tmp_path / "mini.ckpt")["num_classes"] == 10
-
-
-def test_convert_fails_cleanly_before_writing(tmp_path):
-    result = _convert(str(MINI_PTH), "out.ckpt", "--model", "deit_tiny_patch16_224", cwd=tmp_path)
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if not line.startswith("[WARNING]")]
-    assert len(errors) == 1 and errors[0].startswith("convert.py: error: ") and "does not match the model" in errors[0]
-    assert os.listdir(tmp_path) == []

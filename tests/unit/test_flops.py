@@ -5,7 +5,7 @@ from src.flops import count_macs
 from src.models import ViTSpec
 from src.token_reduction import token_schedule
 
-from .conftest import macs_of
+from ..conftest import macs_of
 
 _WIDTHS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 PPT_OFFICIAL = dict(layers=[3, 6, 9], r=50)  # the README setting of the official code

@@ -1,22 +1,15 @@
-"""benchmark.py and src.benchmark on a tiny PPT model (timings are not checked, only their bookkeeping)."""
+"""benchmark.py end to end on a tiny PPT model: the JSON report's bookkeeping (timings are not checked), the
+policies' rows, and the hand-over to the sweep."""
+
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import mindspore as ms
 import numpy as np
 import pytest
 
-from src.benchmark import benchmark
-from src.models import create_model
+from ..conftest import ROOT, macs_of
 
-from .conftest import macs_of
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(name="deit_tiny_patch16_224", num_classes=5, img_size=32, patch_size=8, embed_dim=48, depth=3,
-            num_heads=3)
-PPT = {"r": 4, "layers": [1], "threshold": 1e9, "prop_attn": True}
 VARIANT_KEYS = {"first_call_seconds", "runs_seconds", "median_seconds", "min_seconds", "images_per_sec"}
 
 
@@ -54,43 +47,6 @@ def test_benchmark_script_writes_json(tmp_path):
         assert entry["reduction_share"] == pytest.approx(float(np.median([(p - s) / p for p, s in pairs])))
 
 
-def test_keep_first_policy_is_the_timing_baseline(graph_mode):
-    """The plain slice is a registered policy: compiled into graph mode, it keeps the first N - r tokens."""
-    ms.set_seed(0)
-    ppt_model = create_model(**TINY, ppt=PPT)
-    sliced = create_model(**TINY, ppt=dict(PPT, policy="keep_first"))
-    for p, q in zip(ppt_model.get_parameters(), sliced.get_parameters()):
-        q.set_data(p.data)
-    ppt_model.set_train(False)
-    sliced.set_train(False)
-    x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32))
-    y_slice, y_ppt = sliced(x).asnumpy(), ppt_model(x).asnumpy()
-    # By hand: the same blocks, with block 1's MLP on its first 13 of 17 tokens.
-    h = sliced._embed(x)
-    size = ms.ops.ones((2, 17, 1), ms.float32)
-    for i, blk in enumerate(sliced.blocks):
-        if i == 1:
-            out = blk.attn(blk.norm1(h), size)[0]
-            h = h + out
-            h = h[:, :13]
-            h = h + blk.mlp(blk.norm2(h))
-        else:
-            h = blk(h, size[:, :h.shape[1]])[0]
-    expected = sliced.forward_head(sliced.norm(h)).asnumpy()
-    np.testing.assert_allclose(y_slice, expected, rtol=1e-4, atol=1e-5)
-    assert np.abs(y_ppt - y_slice).max() > 1e-3
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(model_kwargs=dict(TINY, ppt=None), batch_sizes=[2]), "ppt.enabled: false"),
-    (dict(model_kwargs=dict(TINY, ppt=PPT), batch_sizes=[0]), "batch sizes must be ints >= 1"),
-    (dict(model_kwargs=dict(TINY, ppt=PPT), batch_sizes=[2], warmup=0), "warmup and runs must be >= 1"),
-])
-def test_benchmark_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        benchmark(**kwargs, log=None)
-
-
 def test_benchmark_script_runs_the_sweep(tmp_path):
     """benchmark.py --sweep hands over to src.sweep: CSV, JSON and PNG with the baseline and each r."""
     prefix = tmp_path / "sweep"
@@ -105,3 +61,4 @@ def test_benchmark_script_runs_the_sweep(tmp_path):
     stray = subprocess.run([sys.executable, "benchmark.py", "--config", "config/demo.yaml", "--ckpt", "x.ckpt"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert stray.returncode != 0 and "only used with --sweep" in stray.stderr
+

@@ -1,0 +1,37 @@
+"""visualize.py end to end on a tiny model."""
+
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from ..unit.test_sweep import DEMO_CONFIG, ROOT, TINY
+
+
+def _visualize(*args: str) -> subprocess.CompletedProcess:
+    # --set takes every following word: images go before it
+    return subprocess.run([sys.executable, str(ROOT / "visualize.py"), *args, "--config", str(DEMO_CONFIG),
+                           "--set", *TINY], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_visualize_script_end_to_end(tmp_path):
+    image = tmp_path / "shape.png"
+    pixels = np.full((48, 48, 3), 120, np.uint8)
+    pixels[12:36, 12:36] = (250, 30, 30)
+    Image.fromarray(pixels).save(image)
+    done = _visualize(str(image), "--random-weights", "--out", str(tmp_path / "vis"), "--mode", "pynative")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["shape_block1.png", "shape_block2.png",
+                                                                    "shape_grid.png"]
+    assert "wrote 3 PNGs" in done.stdout
+    with Image.open(tmp_path / "vis" / "shape_grid.png") as grid:
+        grid.load()
+        assert grid.width == 3 * 224 + 2 * 6
+
+    refused = _visualize(str(image), "--out", str(tmp_path / "none"))
+    assert refused.returncode == 1 and not (tmp_path / "none").exists()
+    assert refused.stderr.strip().splitlines() == [
+        "visualize.py: error: a checkpoint is required: give --ckpt_file, or --random-weights to look at an "
+        "untrained model"]
+
