@@ -175,6 +175,14 @@ def test_export_with_an_unmatched_pattern_leaves_no_file(tmp_path, monkeypatch, 
     assert "\n" not in str(e.value)
     assert not list(tmp_path.iterdir())
     assert export_mod.ErfFreeGELU not in {type(c) for _, c in model.cells_and_names()}
+    # A rewritten file that disagrees with the Cell is removed as before (verification runs after the rewrite).
+    monkeypatch.undo()
+    real_run = export_mod._run_exported
+    monkeypatch.setattr(export_mod, "_run_exported", lambda *a: real_run(*a) + 1e-3)
+    copy = create_model("deit_tiny_patch16_224", depth=1, **ARCH)  # a fresh Cell: see _mixed_ppt_models
+    with pytest.raises(export_mod.VerificationError, match="disagrees with the model"):
+        export_model(copy, tmp_path / "m", "ONNX", 1)
+    assert not list(tmp_path.iterdir())
 
 
 def test_matmul_rate_and_utilisation():
