@@ -7,10 +7,10 @@ onnxruntime recognises neither, so it runs them node by node. :func:`rewrite_for
 
 1. converts the graph to opset 17 (``onnx.version_converter``), the first opset with ``LayerNormalization``;
 2. replaces each erf-free GELU subgraph by ``x * (1 + Erf(x / sqrt 2)) * 0.5`` (written as PyTorch writes it,
-   the form that onnxruntime's GeluFusion and BiasGelu/FastGelu fusions recognise);
+   the form that onnxruntime's GeluFusion turns into its Gelu kernel);
 3. replaces each LayerNorm subgraph by one ``LayerNormalization`` (axis -1, the same epsilon, scale, bias);
 4. drops Casts to the type their input already has (MindSpore casts every LayerNorm input to float32), so
-   the residual ``Add`` feeds the ``LayerNormalization`` directly (onnxruntime's SkipLayerNorm fusion);
+   the residual ``Add`` feeds the ``LayerNormalization`` directly, as in PyTorch's exports;
 5. removes what is left unused (the polynomial's nodes, and the ``[B, N, 4C]`` all-ones tensors it divided,
    which were stored in the file).
 
@@ -43,7 +43,6 @@ REWRITE_KEY = "ppt_onnx_rewrite"  # metadata_props key of the JSON rewrite repor
 _AS_P = 0.3275911
 _AS_COEFFS = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 _INV_SQRT2 = 0.7071067811865476
-_FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
 class GraphRewriteError(ValueError):
@@ -127,8 +126,8 @@ def finish_onnx_file(path: Union[str, os.PathLike], *, rewrite: bool = True,
     return report
 
 
-def rewrite_for_onnxruntime(model: Any, *, expect_gelu: Optional[int] = None,
-                            expect_layernorm: Optional[int] = None, opset: int = TARGET_OPSET) -> Tuple[Any, RewriteReport]:
+def rewrite_for_onnxruntime(model: Any, *, expect_gelu: Optional[int] = None, expect_layernorm: Optional[int] = None,
+                            opset: int = TARGET_OPSET) -> Tuple[Any, RewriteReport]:
     """Rewrite ``model`` (an ``onnx.ModelProto`` as MindSpore exports it); returns ``(new_model, report)``.
 
     ``expect_gelu`` / ``expect_layernorm``: how many of each subgraph the graph must hold (see
