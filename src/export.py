@@ -13,7 +13,9 @@ Formats:
   exact GELU uses Erf (no converter): the export swaps in :class:`ErfFreeGELU` (error < 1e-6); and every
   ``Sort`` (PPT's token matching) is written as a ``TopK`` whose ``k`` initializer is always named ``k``,
   so several PP blocks produce conflicting initializers: :func:`_repair_sort_topk` computes each such ``k``
-  in the graph as the length of the sorted axis instead. The file is then checked with onnxruntime.
+  in the graph as the length of the sorted axis instead. :mod:`src.onnx_graph` then rewrites the graph so
+  that onnxruntime can fuse it (GELU as Erf, LayerNorm as LayerNormalization, opset 17) and stores the data
+  settings in its ``metadata_props``. The file is then checked with onnxruntime.
 
 Every file is written under a temporary name in the target folder and renamed into place only after the
 check passed (max abs logit difference <= ``tolerance``); a file that fails the check is removed.
@@ -106,7 +108,7 @@ def check_format_device(file_format: str, device_target: str) -> None:
 
 def export_model(model: nn.Cell, file_name: str | os.PathLike, file_format: str = "MINDIR",
                  batch_size: int = 1, *, data_info: Mapping[str, Any] | None = None,
-                 tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> ExportResult:
+                 tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, onnx_rewrite: bool = True) -> ExportResult:
     """Export ``model(x)`` for a static input ``[batch_size, in_chans, img_size, img_size]`` float32 and check it.
 
     Args:
@@ -114,9 +116,12 @@ def export_model(model: nn.Cell, file_name: str | os.PathLike, file_format: str 
         file_name: output path, with or without the format's extension.
         file_format: MINDIR, AIR or ONNX.
         batch_size: the fixed batch size of the exported graph.
-        data_info: JSON-serialisable preprocessing settings stored in a MindIR (see :func:`read_mindir_meta`).
+        data_info: JSON-serialisable preprocessing settings stored in a MindIR (see :func:`read_mindir_meta`)
+            or an ONNX file's metadata (see :func:`src.onnx_runtime.read_onnx_meta`).
         tolerance: largest accepted max abs difference between the file's and the Cell's logits.
         seed: seed of the random check batch.
+        onnx_rewrite: ONNX only: rewrite the graph for onnxruntime (:mod:`src.onnx_graph`); False keeps
+            MindSpore's graph (erf-free GELU, LayerNorm as primitive ops), e.g. for comparisons.
 
     Raises:
         ExportError: the format cannot be exported here, or nothing can be written at the target (checked first).
@@ -152,7 +157,13 @@ def export_model(model: nn.Cell, file_name: str | os.PathLike, file_format: str 
                 except RuntimeError as e:  # e.g. "Can not find key X in convert map": an op it cannot write
                     raise ExportError(f"ONNX export: MindSpore's exporter failed: {_first_line(e)}") from None
             _repair_sort_topk(tmp, onnx_mods[0])
-            note = "ONNX uses an erf-free GELU"
+            from .onnx_graph import GraphRewriteError, expected_patterns, finish_onnx_file  # needs onnx
+            try:
+                report = finish_onnx_file(tmp, rewrite=onnx_rewrite, expected=expected_patterns(model),
+                                          data_info=data_info)
+            except GraphRewriteError as e:
+                raise ExportError(str(e)) from None
+            note = f"rewritten for onnxruntime: {report.summary()}" if report else "ONNX uses an erf-free GELU"
         else:
             ms.export(model, Tensor(batch), file_name=str(tmp_stem), file_format="AIR")
         if not tmp.is_file():
