@@ -153,20 +153,18 @@ def _arch_values(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Architecture values that must divide each other: (multiple, divisor, how messages name each).
+_DIVISIBLE = (("img_size", "patch_size", "the image size", "the patch size"),
+              ("embed_dim", "num_heads", "embed_dim", "num_heads"))
+
+
 def _check_model(cfg: dict[str, Any]) -> None:
     model, arch = cfg["model"], _arch_values(cfg)
-    if arch["img_size"] % arch["patch_size"]:
-        if model["img_size"] is not None:
-            raise KeyProblem("model.img_size",
-                             f"expected a multiple of the patch size {arch['patch_size']}, got {arch['img_size']}")
-        raise KeyProblem("model.patch_size",
-                         f"expected a divisor of the image size {arch['img_size']}, got {arch['patch_size']}")
-    if arch["embed_dim"] % arch["num_heads"]:
-        if model["embed_dim"] is not None:
-            raise KeyProblem("model.embed_dim",
-                             f"expected a multiple of num_heads {arch['num_heads']}, got {arch['embed_dim']}")
-        raise KeyProblem("model.num_heads",
-                         f"expected a divisor of embed_dim {arch['embed_dim']}, got {arch['num_heads']}")
+    for big, small, big_text, small_text in _DIVISIBLE:
+        if arch[big] % arch[small]:
+            if model[big] is not None:  # blame the key the config set
+                raise KeyProblem(f"model.{big}", f"expected a multiple of {small_text} {arch[small]}, got {arch[big]}")
+            raise KeyProblem(f"model.{small}", f"expected a divisor of {big_text} {arch[big]}, got {arch[small]}")
 
 
 def _check_ppt(cfg: dict[str, Any]) -> None:

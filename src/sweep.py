@@ -29,7 +29,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from .budget import MacsModel
+from .config import configured_spec
 from .factory import build_model, dataset_from_config
 from .fileio import write_bytes_atomic, write_json_atomic
 from .flops import count_macs
@@ -102,7 +102,7 @@ def _check_settings(cfg: dict[str, Any], r_values: Sequence[int], layer_sets: Se
     for t in thresholds:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
             raise ValueError(f"sweep: thresholds must be numbers >= 0, got {t!r}")
-    spec = MacsModel.from_config(cfg).spec
+    spec = configured_spec(cfg)
     for layers in layer_sets:  # fail before any model is built or timed
         PPTSetting(r=0, layers=tuple(layers), threshold=0.0).schedule(spec.num_tokens, spec.depth)
     return [list(layers) for layers in layer_sets], [float(t) for t in thresholds]
