@@ -16,6 +16,7 @@ import binascii
 import math
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import mindspore as ms
@@ -107,13 +108,28 @@ def _crc_matches(path: str, stored: int) -> bool:
     return crc == stored
 
 
+def _meta_choice() -> Callable[[str], bool]:
+    """A ``choice_func`` keeping the ``meta.*`` entries and the first other one: MindSpore refuses a selection
+    that comes out empty, as it would for a file without metadata."""
+    other: list[str] = []
+
+    def choose(name: str) -> bool:
+        if _is_meta(name):
+            return True
+        if not other:
+            other.append(name)
+            return True
+        return False
+    return choose
+
+
 def _load_ckpt(path: str, meta_only: bool = False) -> dict[str, Any]:
     stored = _stored_crc(path)
     try:
         # MindSpore checks the CRC while it reads the file (one pass); its [ERROR] lines on a damaged or
         # unparsable file would bury our one line, and its message on a CRC mismatch blames permissions.
         with held_mindspore_logs():
-            return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None,
+            return ms.load_checkpoint(path, choice_func=_meta_choice() if meta_only else None,
                                       crc_check=stored is not None)
     except (ValueError, RuntimeError, TypeError) as e:
         if stored is not None and not _crc_matches(path, stored):
@@ -249,6 +265,8 @@ def read_checkpoint_meta(path: PathLike) -> dict[str, MetaValue]:
         raise ValueError(f"{path}: metadata is only stored in MindSpore .ckpt files")
     meta = {}
     for name, value in _load_ckpt(path, meta_only=True).items():
+        if not _is_meta(name):
+            continue
         meta[name[len(META_PREFIX):]] = value if isinstance(value, str) else value.asnumpy().item()
     return meta
 

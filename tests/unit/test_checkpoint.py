@@ -229,6 +229,12 @@ def test_save_weights_rejects_bad_input(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_ckpt_without_metadata_has_empty_metadata(tmp_path):
+    # Before: MindSpore refused the selection of meta.* entries as empty ("not a readable MindSpore checkpoint").
+    save_weights(_mini(), tmp_path / "bare.ckpt")
+    assert read_checkpoint_meta(tmp_path / "bare.ckpt") == {}
+
+
 def _flip_middle(path: Path, n: int = 40) -> None:
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
