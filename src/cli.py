@@ -83,11 +83,16 @@ def load_args_config(args: argparse.Namespace) -> dict[str, Any]:
     return load_config(args.config_path, args.overrides)
 
 
+def report_path(args: argparse.Namespace, kind: str) -> str:
+    """``args.out``, default ``outputs/<kind>_<config stem>.json``."""
+    return args.out or str(Path("outputs") / f"{kind}_{Path(args.config_path).stem}.json")
+
+
 def write_report(args: argparse.Namespace, report: dict[str, Any], text: str, kind: str) -> None:
     """Print ``text`` and write ``report`` (plus the command line's config, overrides, device and mode) as JSON
-    to ``args.out``, default ``outputs/<kind>_<config stem>.json``."""
+    to :func:`report_path`."""
     report.update(config=args.config_path, overrides=args.overrides, device=args.device_target, mode=args.mode)
-    out = args.out or str(Path("outputs") / f"{kind}_{Path(args.config_path).stem}.json")
+    out = report_path(args, kind)
     print(text)
     write_json_atomic(out, report)
     print(f"results written to {out}")
