@@ -5,7 +5,8 @@
 
 Without --model the architecture is inferred from the weight shapes. The weights are loaded strictly into
 the model before the output is written (atomically), so a mismatching file never produces a .ckpt. The output
-carries a CRC32. Errors are one line with exit code 1 (PPT_DEBUG=1 shows the traceback).
+carries a CRC32 and the class names: --class_names FILE, else those stored in the input, else ImageNet-1k's
+for 1000 classes. Errors are one line with exit code 1 (PPT_DEBUG=1 shows the traceback).
 """
 from collections.abc import Sequence
 
@@ -23,13 +24,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", "--model_name", dest="model", default=None,
                         help="registered model name (default: inferred from the weights)")
     parser.add_argument("--num_classes", type=int, default=None, help="default: the size of the file's head")
+    parser.add_argument("--class_names", default=None, metavar="FILE",
+                        help="one class name per line, stored in the output (default: the input's, or ImageNet-1k's "
+                             "for 1000 classes)")
     for flag, kind in _ARCH_FLAGS.items():
         parser.add_argument(f"--{flag}", type=kind, default=None, help=f"override the model's {flag} (needs --model)")
     args = parser.parse_args(argv)
     overrides = {flag: getattr(args, flag) for flag in _ARCH_FLAGS if getattr(args, flag) is not None}
     if overrides and args.model is None:
         parser.error(f"--{' --'.join(overrides)}: needs --model")
-    print(convert_checkpoint(args.src, args.dst, model_name=args.model, num_classes=args.num_classes, **overrides))
+    print(convert_checkpoint(args.src, args.dst, model_name=args.model, num_classes=args.num_classes,
+                             class_names_file=args.class_names, **overrides))
 
 
 if __name__ == "__main__":

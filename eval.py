@@ -3,10 +3,22 @@
     python eval.py --config config/deit_small_patch16_224.yaml --ckpt deit_small.pth --data /data/imagenet
     python eval.py --config config/demo.yaml --ckpt outputs/demo/best.ckpt --compare-baseline
 
-Results are printed and written as JSON to --out (default: outputs/eval_<config name>.json).
+Results are printed and written as JSON to --out (default: outputs/eval_<config name>.json). --per-class adds
+top-1 per named class and the confusion matrix; --plot also draws the matrix as <out stem>_confusion.png.
 """
-from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context, write_report
-from src.evaluate import evaluate_checkpoint, format_report
+from pathlib import Path
+
+from src.cli import (
+    ArgumentParser,
+    UsageError,
+    add_common_args,
+    load_args_config,
+    report_path,
+    run,
+    setup_context,
+    write_report,
+)
+from src.evaluate import evaluate_checkpoint, format_report, plot_confusion
 
 
 def main() -> None:
@@ -21,10 +33,19 @@ def main() -> None:
                         help="fail on the first unreadable image instead of reporting it and leaving it out")
     parser.add_argument("--out", "--output", dest="out", default=None,
                         help="JSON results file (default: outputs/eval_<config name>.json)")
+    parser.add_argument("--per-class", "--per_class", dest="per_class", action="store_true",
+                        help="also top-1 per class with its name, and the confusion matrix in the JSON")
+    parser.add_argument("--plot", action="store_true",
+                        help="also draw the confusion matrix as <out stem>_confusion.png (implies --per-class)")
+    parser.add_argument("--class_names", default=None, metavar="FILE",
+                        help="one class name per line (default: those stored in the checkpoint, else the split's "
+                             "class folders)")
     args = parser.parse_args()
     # Checked here rather than by argparse so the error can say why a checkpoint is needed.
     if args.ckpt_file is None:
         raise UsageError("--ckpt is required: evaluating randomly initialised weights would be meaningless")
+    if args.class_names and not Path(args.class_names).is_file():
+        raise UsageError(f"--class_names {args.class_names}: no such file")
 
     setup_context(args.device_target, args.mode)
     cfg = load_args_config(args)
@@ -34,8 +55,14 @@ def main() -> None:
     if args.data is not None:
         cfg["data"]["path"] = args.data
     report = evaluate_checkpoint(cfg, args.ckpt_file, split=args.split, strict=args.strict,
-                                 compare_baseline=args.compare_baseline)
+                                 compare_baseline=args.compare_baseline, per_class=args.per_class or args.plot,
+                                 class_names_file=args.class_names)
     write_report(args, report, format_report(report), "eval")
+    if args.plot:
+        out = Path(report_path(args, "eval"))
+        png = out.with_name(f"{out.stem}_confusion.png")
+        plot_confusion(report, png)
+        print(f"confusion matrix written to {png}")
 
 
 if __name__ == "__main__":

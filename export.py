@@ -6,14 +6,18 @@
 The model is built as configured (PPT on or off), the checkpoint is loaded strictly, and the lean inference
 path (images [N, 3, img, img] float32 -> logits) is written. The file is loaded back and run on a random
 batch; a maximum logit difference above the tolerance removes it. AIR needs Ascend; ONNX needs the optional
-packages onnx and onnxruntime (see src/export.py for what the ONNX export changes).
+packages onnx and onnxruntime (see src/export.py for what the ONNX export changes). MindIR and ONNX files
+store the preprocessing settings and the class names (--class_names FILE, else those stored in the checkpoint,
+else the class folders of data.path if it is here, else ImageNet-1k's for 1000 classes).
 """
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
-from src.cli import ArgumentParser, add_common_args, load_args_config, run, setup_context
+from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
 from src.export import DEFAULT_TOLERANCE, FORMATS, check_format_device, export_model
 from src.factory import build_model
-from src.inference import preprocess_from_config
+from src.inference import find_class_names, label_splits, preprocess_from_config
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -28,18 +32,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help=f"largest accepted max abs logit difference, file vs model "
                              f"(default: {DEFAULT_TOLERANCE:g})")
+    parser.add_argument("--class_names", default=None, metavar="FILE",
+                        help="one class name per line, stored in the file (default: those stored in the checkpoint, "
+                             "else the class folders of data.path, else ImageNet-1k's for 1000 classes)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size: expected an int >= 1, got {args.batch_size}")
     # Format/device limits first: an impossible export should not cost a model build.
     check_format_device(args.file_format, args.device_target)
+    if args.class_names and not Path(args.class_names).is_file():
+        raise UsageError(f"--class_names {args.class_names}: no such file")
     cfg = load_args_config(args)
     setup_context(args.device_target, args.mode)
     model = build_model(cfg, args.ckpt_file)
+    pre = preprocess_from_config(cfg, args.ckpt_file)
+    names = find_class_names(model.num_classes, pre, args.class_names, model=args.ckpt_file, splits=label_splits(cfg))
     result = export_model(model, args.file_name, args.file_format, args.batch_size,
-                          data_info=preprocess_from_config(cfg).to_dict(), tolerance=args.tolerance,
-                          seed=cfg["seed"])
+                          data_info=replace(pre, class_names=names.names if names else None).to_dict(),
+                          tolerance=args.tolerance, seed=cfg["seed"])
     print(result.summary())
+    print(f"class names: {len(names.names)} from {names.source}" if names else
+          "class names: none found, none stored (infer.py will need --class_names FILE)")
 
 
 if __name__ == "__main__":

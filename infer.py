@@ -6,13 +6,15 @@
 Images are preprocessed as in evaluation (the config's data settings; for a MindIR written by export.py the
 settings stored in it when no config is given). A checkpoint needs the config to build the model. A MindIR
 fixes the batch size and image size: images are run in chunks of that batch size (the last one padded).
-Class names: --class_names FILE, else ImageNet-1k's for 1000 classes, else the demo dataset's folders.
+Class names, first match wins: --class_names FILE, the names stored in the model file, the class folders of
+the model's dataset (data.path) if it is here, ImageNet-1k's for 1000 classes.
 """
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
-from src.inference import classify, open_model
+from src.class_names import MissingClassNames
+from src.cli import ArgumentParser, UsageError, add_common_args, flag_fixes, load_args_config, run, setup_context
+from src.inference import classify, label_splits, open_model, resolve_class_names
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -20,7 +22,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # An empty default makes the config optional: a MindIR from export.py carries its data settings.
     add_common_args(parser, ckpt="none", default_config="")
     parser.add_argument("--model", required=True, help="weights (.ckpt, .pth, .safetensors) or a .mindir")
-    parser.add_argument("--class_names", default=None, help="text file with one class name per line")
+    parser.add_argument("--class_names", default=None, metavar="FILE",
+                        help="one class name per line (default: those stored in the model file, else the class "
+                             "folders of its dataset, else ImageNet-1k's for 1000 classes)")
     parser.add_argument("--topk", type=int, default=5, help="classes to print per image (default: 5)")
     parser.add_argument("images", nargs="+", help="image files (not folders)")
     args = parser.parse_args(argv)
@@ -37,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     model_path = Path(args.model)
     if not model_path.is_file():
         raise UsageError(f"--model {model_path}: no such file")
+    if args.class_names and not Path(args.class_names).is_file():
+        raise UsageError(f"--class_names {args.class_names}: no such file")
     is_mindir = model_path.suffix.lower() == ".mindir"
     if not args.config_path and (args.overrides or not is_mindir):
         raise UsageError(f"--model {model_path}: --config_path is required "
@@ -45,7 +51,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_context(args.device_target, args.mode)
     batch_size = min(len(args.images), cfg["data"]["batch_size"]) if cfg else 1
     predictor, pre = open_model(model_path, cfg, batch_size)
-    print(classify(args.images, predictor, pre, args.class_names, args.topk))
+    with flag_fixes(MissingClassNames, "--class_names FILE"):
+        names = resolve_class_names(predictor.num_classes, pre, args.class_names, model=str(model_path),
+                                    splits=label_splits(cfg))
+    print(classify(args.images, predictor, pre, names.names, args.topk))
 
 
 if __name__ == "__main__":

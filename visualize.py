@@ -4,12 +4,17 @@
     python visualize.py --config config/deit_small_patch16_224.yaml --ckpt W.pth cat.jpg photos/ --out vis/
 
 Writes ``<out>/<image>_block<i>.png`` per PP block and ``<out>/<image>_grid.png`` per image (see
-``src/visualize.py``). A checkpoint is required unless ``--random-weights`` is given.
+``src/visualize.py``). A checkpoint is required unless ``--random-weights`` is given. The predicted class is
+named as infer.py names it (--class_names FILE, the names stored in the checkpoint, data.path's class folders,
+ImageNet-1k's).
 """
-from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
+from pathlib import Path
+
+from src.class_names import MissingClassNames
+from src.cli import ArgumentParser, UsageError, add_common_args, flag_fixes, load_args_config, run, setup_context
 from src.data import resolve_data_root
 from src.factory import build_model
-from src.inference import preprocess_from_config
+from src.inference import label_splits, preprocess_from_config, resolve_class_names
 from src.visualize import collect_images, demo_images, describe_weights, visualize_images
 
 
@@ -26,6 +31,9 @@ def main() -> None:
                         help="run without a checkpoint (random init; the images say so)")
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
                         help="images per forward pass (default: 8)")
+    parser.add_argument("--class_names", default=None, metavar="FILE",
+                        help="one class name per line (default: those stored in the checkpoint, else the class "
+                             "folders of data.path, else ImageNet-1k's for 1000 classes)")
     args = parser.parse_args()
 
     if args.ckpt_file is None and not args.random_weights:
@@ -35,6 +43,8 @@ def main() -> None:
         raise UsageError("--random-weights and --ckpt_file exclude each other")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size: expected an int >= 1, got {args.batch_size}")
+    if args.class_names and not Path(args.class_names).is_file():
+        raise UsageError(f"--class_names {args.class_names}: no such file")
     cfg = load_args_config(args)
     if not cfg["ppt"]["enabled"]:
         raise UsageError(f"{args.config_path}: ppt.enabled is false: nothing to visualise")
@@ -46,12 +56,16 @@ def main() -> None:
 
     setup_context(args.device_target, args.mode)
     model = build_model(cfg, args.ckpt_file)
-    results = visualize_images(model, paths, args.out, preprocess_from_config(cfg), describe_weights(args.ckpt_file),
+    pre = preprocess_from_config(cfg, args.ckpt_file)
+    with flag_fixes(MissingClassNames, "--class_names FILE"):
+        names = resolve_class_names(model.num_classes, pre, args.class_names, model=args.ckpt_file or "the model",
+                                    splits=label_splits(cfg))
+    results = visualize_images(model, paths, args.out, pre, describe_weights(args.ckpt_file), names.names,
                                batch_size=args.batch_size)
     for item in results:
         steps = ", ".join(f"block {b['layer']} {b['decision']} ({b['tokens']} tokens, {len(b['groups'])} groups, "
                           f"{b['pruned_patches']} patches pruned)" for b in item["blocks"])
-        print(f"{item['image']}: class {item['prediction']}: {steps} -> {item['grid']}")
+        print(f"{item['image']}: {item['prediction_name']} (class {item['prediction']}): {steps} -> {item['grid']}")
     print(f"wrote {len(results) * (len(model.ppt_layers) + 1)} PNGs to {args.out}")
 
 

@@ -7,7 +7,8 @@ Supported inputs (chosen by file extension):
   restricted unpickler of :mod:`src.torch_pickle`, so a malicious file cannot run code.
 * ``.ckpt`` (MindSpore): ``mindspore.load_checkpoint``; entries named ``meta.*`` are metadata, not weights.
   :func:`save_weights` appends a CRC32 (``crc_check=True``), verified on every read; a file without one (written
-  elsewhere) is read unchecked.
+  elsewhere) is read unchecked. Metadata entries are scalars; the class names (key
+  :data:`src.class_names.CLASS_NAMES_KEY`) are one JSON string entry, decoded by :func:`read_checkpoint_meta`.
 
 Floating tensors are returned as float32 numpy arrays; integer / bool tensors keep their dtype (DeiT has none,
 so strict loading reports them as unexpected entries).
@@ -16,6 +17,7 @@ import binascii
 import math
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import mindspore as ms
@@ -23,6 +25,15 @@ import numpy as np
 from mindspore import nn
 from safetensors import SafetensorError, deserialize, safe_open
 
+from .class_names import (
+    CLASS_NAMES_KEY,
+    IMAGENET_NUM_CLASSES,
+    check_class_names,
+    imagenet_class_names,
+    load_class_names,
+    names_from_json,
+    names_to_json,
+)
 from .fileio import PathLike, atomic_path
 from .models import create_model, list_models, model_spec
 from .mslog import held_mindspore_logs
@@ -30,10 +41,10 @@ from .torch_pickle import UnsafePickleError, bf16_to_f32, quoted, read_torch_zip
 
 __all__ = [
     "CheckpointMismatchError", "UnsafePickleError", "read_state_dict", "load_state_dict", "load_weights",
-    "save_weights", "read_checkpoint_meta", "infer_model_args", "convert_checkpoint",
+    "save_weights", "read_checkpoint_meta", "read_class_names", "infer_model_args", "convert_checkpoint",
 ]
 
-MetaValue = int | float | str | bool
+MetaValue = int | float | str | bool | list[str]  # a list only for the class names
 
 TORCH_EXTS = (".pth", ".pt", ".bin")
 META_PREFIX = "meta."
@@ -107,13 +118,28 @@ def _crc_matches(path: str, stored: int) -> bool:
     return crc == stored
 
 
+def _meta_choice() -> Callable[[str], bool]:
+    """A ``choice_func`` keeping the ``meta.*`` entries and the first other one: MindSpore refuses a selection
+    that comes out empty, as it would for a file without metadata."""
+    other: list[str] = []
+
+    def choose(name: str) -> bool:
+        if _is_meta(name):
+            return True
+        if not other:
+            other.append(name)
+            return True
+        return False
+    return choose
+
+
 def _load_ckpt(path: str, meta_only: bool = False) -> dict[str, Any]:
     stored = _stored_crc(path)
     try:
         # MindSpore checks the CRC while it reads the file (one pass); its [ERROR] lines on a damaged or
         # unparsable file would bury our one line, and its message on a CRC mismatch blames permissions.
         with held_mindspore_logs():
-            return ms.load_checkpoint(path, choice_func=_is_meta if meta_only else None,
+            return ms.load_checkpoint(path, choice_func=_meta_choice() if meta_only else None,
                                       crc_check=stored is not None)
     except (ValueError, RuntimeError, TypeError) as e:
         if stored is not None and not _crc_matches(path, stored):
@@ -213,6 +239,8 @@ def _meta_entry(key: Any, value: Any) -> Any:
     """A metadata value as ``mindspore.save_checkpoint`` stores it losslessly (floats as float64 tensors)."""
     if not isinstance(key, str) or not key:
         raise ValueError(f"save_weights: metadata key {key!r} must be a non-empty string")
+    if key == CLASS_NAMES_KEY:
+        return names_to_json(value, f"save_weights: metadata '{key}'")
     if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -221,7 +249,8 @@ def _meta_entry(key: Any, value: Any) -> Any:
         return value
     if isinstance(value, float):
         return ms.Tensor(np.float64(value))
-    raise ValueError(f"save_weights: metadata '{key}' is a {type(value).__name__}, expected int, float, str or bool")
+    raise ValueError(f"save_weights: metadata '{key}' is a {type(value).__name__}, expected int, float, str or bool "
+                     f"(a list only for '{CLASS_NAMES_KEY}')")
 
 
 def save_weights(model: nn.Cell, path: PathLike, meta: dict[str, MetaValue] | None = None) -> None:
@@ -229,6 +258,8 @@ def save_weights(model: nn.Cell, path: PathLike, meta: dict[str, MetaValue] | No
 
     The file appears complete or not at all: it is written to a temporary name in the same folder and then
     moved into place with ``os.replace``. It carries a CRC32, so later damage is refused on reading.
+    ``meta["class_names"]`` (:data:`~src.class_names.CLASS_NAMES_KEY`) is a list with one name per class of the
+    model, stored as one JSON string.
     """
     path = os.fspath(path)
     if not path.endswith(".ckpt"):
@@ -237,20 +268,36 @@ def save_weights(model: nn.Cell, path: PathLike, meta: dict[str, MetaValue] | No
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"save_weights: {path}: folder {folder} does not exist")
     append = {META_PREFIX + key: _meta_entry(key, value) for key, value in (meta or {}).items()}
+    names, num_classes = (meta or {}).get(CLASS_NAMES_KEY), getattr(model, "num_classes", None)
+    if names is not None and num_classes is not None and len(names) != num_classes:
+        raise ValueError(f"save_weights: {path}: {len(names)} class names, but the model has {num_classes} classes")
     entries = [{"name": name, "data": param} for name, param in model.parameters_and_names()]
     with atomic_path(path, suffix=".tmp.ckpt") as tmp:
         ms.save_checkpoint(entries, tmp, append_dict=append, crc_check=True)
 
 
 def read_checkpoint_meta(path: PathLike) -> dict[str, MetaValue]:
-    """The ``meta.*`` entries of a ``.ckpt`` written by :func:`save_weights`, without the prefix."""
+    """The ``meta.*`` entries of a ``.ckpt`` written by :func:`save_weights`, without the prefix; the class
+    names decoded to a list (checked: a malformed list is a one-line ValueError naming the file)."""
     path = _check_exists(path)
     if not path.endswith(".ckpt"):
         raise ValueError(f"{path}: metadata is only stored in MindSpore .ckpt files")
     meta = {}
     for name, value in _load_ckpt(path, meta_only=True).items():
+        if not _is_meta(name):
+            continue
         meta[name[len(META_PREFIX):]] = value if isinstance(value, str) else value.asnumpy().item()
+    if CLASS_NAMES_KEY in meta:
+        meta[CLASS_NAMES_KEY] = names_from_json(meta[CLASS_NAMES_KEY], f"{path}: metadata '{CLASS_NAMES_KEY}'")
     return meta
+
+
+def read_class_names(path: PathLike) -> list[str] | None:
+    """The class names stored in a weights file, or None: a ``.ckpt`` written before names were stored, and
+    PyTorch and safetensors files, store none."""
+    if not os.fspath(path).endswith(".ckpt"):
+        return None
+    return read_checkpoint_meta(path).get(CLASS_NAMES_KEY)
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -296,14 +343,28 @@ def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -
     return best, head.shape[0], overrides[best]
 
 
+def _converted_names(src: str, num_classes: int, class_names_file: PathLike | None) -> tuple[list[str] | None, str]:
+    """The class names a converted file gets, and where they came from (for the summary)."""
+    if class_names_file is not None:
+        return load_class_names(class_names_file, num_classes), f"from {os.fspath(class_names_file)}"
+    kept = read_class_names(src)
+    if kept is not None:  # one of our .ckpt files: its names travel on
+        return check_class_names(kept, f"{src}: stored class names", num_classes), f"kept from {src}"
+    if num_classes == IMAGENET_NUM_CLASSES:
+        return imagenet_class_names(), "of ImageNet-1k"
+    return None, ""
+
+
 def convert_checkpoint(src: PathLike, dst: PathLike, model_name: str | None = None,
-                       num_classes: int | None = None, **overrides: Any) -> str:
+                       num_classes: int | None = None, class_names_file: PathLike | None = None,
+                       **overrides: Any) -> str:
     """Convert ``src`` (any supported format) to a MindSpore ``.ckpt`` at ``dst``; returns a one-line summary.
 
     Without ``model_name`` the architecture is inferred (:func:`infer_model_args`); with it, the registered
     architecture plus ``overrides`` is used and num_classes defaults to the file's head size. The weights are
     loaded strictly before anything is written. ``dst`` gets metadata ``model``, ``num_classes``, the
-    overrides and ``source`` so the model can be rebuilt from the file alone.
+    overrides and ``source`` so the model can be rebuilt from the file alone, and the class names: those of
+    ``class_names_file`` (one per line), else those stored in ``src``, else ImageNet-1k's for 1000 classes.
     """
     src, dst = os.fspath(src), os.fspath(dst)
     state = read_state_dict(src)
@@ -316,9 +377,12 @@ def convert_checkpoint(src: PathLike, dst: PathLike, model_name: str | None = No
         head = state.get("head.weight")
         inferred_classes = head.shape[0] if head is not None and head.ndim == 2 else 1000
     num_classes = inferred_classes if num_classes is None else num_classes
+    names, origin = _converted_names(src, num_classes, class_names_file)
     model = create_model(model_name, num_classes=num_classes, **overrides)
     load_state_dict(model, state, source=src)
-    save_weights(model, dst, meta={"model": model_name, "num_classes": num_classes, **overrides,
-                                   "source": os.path.basename(src)})
+    meta = {"model": model_name, "num_classes": num_classes, **overrides, "source": os.path.basename(src)}
+    save_weights(model, dst, meta=meta if names is None else {**meta, CLASS_NAMES_KEY: names})
     details = "".join(f", {k}={v}" for k, v in overrides.items())
-    return f"converted {src} ({len(state)} tensors) -> {dst}: {model_name} (num_classes={num_classes}{details})"
+    stored = f"; {len(names)} class names {origin}" if names is not None else ""
+    return (f"converted {src} ({len(state)} tensors) -> {dst}: {model_name} (num_classes={num_classes}{details})"
+            f"{stored}")

@@ -3,12 +3,15 @@ expected errors into one line on stderr instead of a traceback.
 
 Every error a script reports -- a bad command line included -- is one line ``prog: error: ...`` on stderr with
 exit code 1 (``-h`` prints the usage); ``PPT_DEBUG=1`` shows the traceback of errors raised after parsing.
+A warning is one line ``prog: warning: ...``.
 """
 import argparse
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -80,14 +83,29 @@ def load_args_config(args: argparse.Namespace) -> dict[str, Any]:
     return load_config(args.config_path, args.overrides)
 
 
+def report_path(args: argparse.Namespace, kind: str) -> str:
+    """``args.out``, default ``outputs/<kind>_<config stem>.json``."""
+    return args.out or str(Path("outputs") / f"{kind}_{Path(args.config_path).stem}.json")
+
+
 def write_report(args: argparse.Namespace, report: dict[str, Any], text: str, kind: str) -> None:
     """Print ``text`` and write ``report`` (plus the command line's config, overrides, device and mode) as JSON
-    to ``args.out``, default ``outputs/<kind>_<config stem>.json``."""
+    to :func:`report_path`."""
     report.update(config=args.config_path, overrides=args.overrides, device=args.device_target, mode=args.mode)
-    out = args.out or str(Path("outputs") / f"{kind}_{Path(args.config_path).stem}.json")
+    out = report_path(args, kind)
     print(text)
     write_json_atomic(out, report)
     print(f"results written to {out}")
+
+
+@contextmanager
+def flag_fixes(errors: type[Exception] | tuple[type[Exception], ...], flag: str) -> Iterator[None]:
+    """Re-raise ``errors`` raised inside as a :class:`UsageError` that adds the command-line ``flag`` fixing them:
+    the library describes the problem, the script names its option."""
+    try:
+        yield
+    except errors as e:
+        raise UsageError(f"{e} (give {flag})") from e
 
 
 def _os_error_line(e: OSError) -> str:
@@ -108,10 +126,16 @@ def _os_error_line(e: OSError) -> str:
 
 def run(main: Callable[[], Any], prog: str | None = None) -> None:
     """Run ``main``; expected errors (bad config, input, checkpoint, file) end the process with one line and
-    exit code 1. ``PPT_DEBUG=1`` re-raises them with the traceback."""
+    exit code 1. ``PPT_DEBUG=1`` re-raises them with the traceback. Warnings are shown as one line each."""
     prog = prog or Path(sys.argv[0]).name
+
+    def one_line(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
     try:
-        main()
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            main()
     except (ValueError, OSError) as e:
         if os.environ.get("PPT_DEBUG") == "1":
             raise

@@ -3,7 +3,9 @@
 :func:`evaluate` runs a model over an eval pipeline from :func:`src.data.create_dataset` (batches
 ``(image, label, valid)``; rows with ``valid == 0`` -- padding and unreadable files -- are excluded from every
 metric) and returns a flat dict of plain Python numbers, ready for JSON. :func:`format_comparison` renders
-several such dicts (e.g. the baseline and the PPT model) as a text table.
+several such dicts (e.g. the baseline and the PPT model) as a text table. Per class ("which classes does PPT
+hurt?"): ``evaluate(..., per_class=True)`` also counts the confusion matrix, :func:`evaluate_checkpoint` turns it
+into top-1 per named class, :func:`format_per_class` prints it and :func:`plot_confusion` draws it.
 
 Timing. ``seconds`` / ``images_per_sec`` are end to end (data pipeline + model, including the graph compile
 of the first batch). ``forward_seconds`` / ``forward_images_per_sec`` time the model alone (input copy,
@@ -11,25 +13,33 @@ forward, copy back of the outputs) over every batch but the first, whose time --
 mode -- is ``first_batch_seconds``; with a single batch that first batch is all there is to time. Forward
 throughput counts every row of a batch, padding included, since the model computes them all.
 """
+import io
 import math
 import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any, TextIO
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
+from .class_names import describe_difference
+from .data import DatasetInfo
 from .factory import build_model, dataset_from_config
+from .fileio import write_bytes_atomic
 from .flops import count_macs
+from .inference import ClassNames, preprocess_from_config, resolve_class_names
 from .models import PPTStats, VisionTransformer
 from .timing import timed_call
 from .token_reduction import get_policy
 
-__all__ = ["evaluate", "format_comparison", "unwrap_pipeline_error"]
+__all__ = ["evaluate", "format_comparison", "unwrap_pipeline_error", "evaluate_checkpoint", "per_class_results",
+           "format_report", "format_per_class", "plot_confusion"]
 
 # "ValueError: <message>" lines in the Python stack MindSpore embeds in its pipeline errors.
 _USER_ERROR = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception): (?!Traceback)(.+)$", re.MULTILINE)
@@ -96,7 +106,7 @@ def _batches(dataset: Any) -> Iterator[tuple[np.ndarray, ...]]:
 
 
 def _batch_metrics(logits: np.ndarray, label: np.ndarray, k: int):
-    """Per row: top-1 hit, top-k hit, cross-entropy (float64)."""
+    """Per row: predicted class, top-1 hit, top-k hit, cross-entropy (float64)."""
     logits = logits.astype(np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -104,14 +114,16 @@ def _batch_metrics(logits: np.ndarray, label: np.ndarray, k: int):
     # A stable sort puts the first of tied maxima first, as argmax does.
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     hits = top == label[:, None]
-    return hits[:, 0], hits.any(axis=1), loss
+    return top[:, 0], hits[:, 0], hits.any(axis=1), loss
 
 
 class _Totals:
     """Running sums of one evaluation, over the valid rows only."""
 
-    def __init__(self, num_classes: int, num_layers: int):
+    def __init__(self, num_classes: int, num_layers: int, per_class: bool = False):
         self.num_classes, self.k = num_classes, min(5, num_classes)
+        # [true class, predicted class] image counts
+        self.confusion = np.zeros((num_classes, num_classes), np.int64) if per_class else None
         self.top1 = self.top5 = self.images = self.rows = self.batches = 0
         self.loss = 0.0
         self.pooled = np.zeros(num_layers, np.int64)
@@ -133,7 +145,9 @@ class _Totals:
         outside = label[(label < 0) | (label >= self.num_classes)]
         if outside.size:
             raise ValueError(f"{desc}: label {int(outside[0])} is outside the model's {self.num_classes} classes")
-        hit1, hit5, loss = _batch_metrics(logits[keep], label, self.k)
+        pred, hit1, hit5, loss = _batch_metrics(logits[keep], label, self.k)
+        if self.confusion is not None:
+            np.add.at(self.confusion, (label, pred), 1)
         self.top1, self.top5 = self.top1 + int(hit1.sum()), self.top5 + int(hit5.sum())
         self.loss += float(loss.sum())
         self.images += int(keep.sum())
@@ -172,7 +186,7 @@ def _run(stats: PPTStats, dataset: Any, totals: _Totals, bar: _Progress | None, 
 
 
 def evaluate(model: VisionTransformer | PPTStats, dataset: Any, *, progress: bool = True,
-             desc: str = "eval") -> dict[str, Any]:
+             desc: str = "eval", per_class: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on an eval pipeline of ``(image, label, valid)`` batches.
 
     Args:
@@ -184,6 +198,7 @@ def evaluate(model: VisionTransformer | PPTStats, dataset: Any, *, progress: boo
         dataset: a ``mindspore.dataset`` pipeline from ``src.data.create_dataset(..., training=False)``.
         progress: show progress with images/s on stderr.
         desc: label of the progress line.
+        per_class: also return the confusion matrix.
 
     Returns:
         ``top1``, ``top5`` (percent; top-5 is top-``num_classes`` for fewer than 5 classes), ``loss`` (mean
@@ -192,7 +207,8 @@ def evaluate(model: VisionTransformer | PPTStats, dataset: Any, *, progress: boo
         ``macs`` (per image, ``count_macs(model)["total"]``), ``ppt_layers`` (PP block indices),
         ``pooled_fraction`` / ``pruned_fraction`` (per PP block, the share of images pooled / pruned there)
         and ``svar_mean`` (per PP block, the mean score variance that decided it; None for a policy that
-        computes none, such as ``pool``).
+        computes none, such as ``pool``); with ``per_class``, ``confusion``: ``[num_classes][num_classes]``
+        image counts, row = true class, column = predicted class (the top-1 prediction).
 
     Raises:
         ValueError: the batches do not have the eval columns, a label is outside the model's classes, no
@@ -201,7 +217,7 @@ def evaluate(model: VisionTransformer | PPTStats, dataset: Any, *, progress: boo
     """
     stats = model if isinstance(model, PPTStats) else PPTStats(model)
     net = stats.model
-    totals = _Totals(net.num_classes, len(net.ppt_layers))
+    totals = _Totals(net.num_classes, len(net.ppt_layers), per_class)
     bar = _Progress(desc, dataset.get_dataset_size()) if progress else None
     was_training = net.training
     net.set_train(False)
@@ -213,12 +229,13 @@ def evaluate(model: VisionTransformer | PPTStats, dataset: Any, *, progress: boo
     if images == 0:
         raise ValueError(f"{desc}: no valid image in {totals.rows} rows (all padding or unreadable files)")
     reports_variance = net.ppt is not None and get_policy(net.ppt.policy).reports_variance
+    confusion = {} if totals.confusion is None else {"confusion": totals.confusion.tolist()}
     return {
         "top1": 100.0 * totals.top1 / images, "top5": 100.0 * totals.top5 / images, "loss": totals.loss / images,
         "num_images": images, **totals.timing(seconds), "macs": int(count_macs(net)["total"]),
         "ppt_layers": list(net.ppt_layers), "pooled_fraction": (totals.pooled / images).tolist(),
         "pruned_fraction": (1.0 - totals.pooled / images).tolist(),
-        "svar_mean": (totals.svar / images).tolist() if reports_variance else None,
+        "svar_mean": (totals.svar / images).tolist() if reports_variance else None, **confusion,
     }
 
 
@@ -244,9 +261,13 @@ def format_comparison(results: dict[str, dict[str, Any]]) -> str:
                                        for r in results.values()],
         [f"MACs reduction vs {names[0]}"] + [_ratio(ref["macs"], r["macs"]) for r in results.values()],
     ]
-    header = [""] + names
+    return _table([""] + names, rows)
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """Aligned text columns under a dashed rule; the first ``left`` columns flush left, the others right."""
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -256,8 +277,36 @@ def _ratio(num: float, den: float) -> str:
     return f"{num / den:.2f}x" if den > 0 else "n/a"
 
 
+def _label_names(cfg: dict[str, Any], ckpt_file: str, info: DatasetInfo,
+                 class_names_file: str | None) -> ClassNames:
+    """The model's class names for the report (the eval split's class folders name them unless a names file or
+    the checkpoint does). Warns when the checkpoint's names and the folders share names but not their order:
+    then label ``i`` of the data is not class ``i`` of the model."""
+    pre = replace(preprocess_from_config(cfg, ckpt_file), data_path=str(info.root.parent))
+    stored, folders = pre.class_names, tuple(info.classes)
+    if stored is not None and set(stored) & set(folders) and stored != folders:
+        warnings.warn(f"{info.root}: the class folders (the labels, in sorted order) are not the class names stored "
+                      f"in {ckpt_file} ({describe_difference(folders, stored)}): a label may not be the model's "
+                      f"class of that name", stacklevel=2)
+    return resolve_class_names(info.num_classes, pre, class_names_file, model=os.fspath(ckpt_file),
+                               splits=(info.split,))
+
+
+def per_class_results(confusion: list[list[int]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Per class, from a confusion matrix of :func:`evaluate`: ``class`` (index), ``name``, ``images`` (of that
+    true class) and ``top1`` (percent of them predicted as it; None without images)."""
+    matrix = np.asarray(confusion, np.int64)
+    rows = []
+    for i, name in enumerate(names):
+        images = int(matrix[i].sum())
+        rows.append({"class": i, "name": name, "images": images,
+                     "top1": 100.0 * int(matrix[i, i]) / images if images else None})
+    return rows
+
+
 def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "val", strict: bool = False,
-                        compare_baseline: bool = False, progress: bool = True) -> dict[str, Any]:
+                        compare_baseline: bool = False, progress: bool = True, per_class: bool = False,
+                        class_names_file: str | None = None) -> dict[str, Any]:
     """What ``eval.py`` does: evaluate the configured model with ``ckpt_file`` on ``<data.path>/<split>``.
 
     Args:
@@ -268,12 +317,17 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "va
         compare_baseline: also evaluate the same weights without PPT, first, so the results hold
             ``"baseline"`` then ``"PPT"``; needs ``ppt.enabled``.
         progress: show progress on stderr.
+        per_class: also report top-1 per class with its name, and the confusion matrix.
+        class_names_file: names of the classes, one per line (default: those stored in the checkpoint, else
+            the split's class folders; see :func:`src.inference.resolve_class_names`).
 
     Returns:
         A JSON-ready report: ``checkpoint``, ``data_root``, ``split``, ``num_classes``, ``num_files``
         (image files in the split), ``num_images`` (evaluated), ``unreadable_files`` (``{"path",
         "reason"}``), ``ignored_files`` (non-image files), ``results`` (name -> :func:`evaluate` dict; the
-        name is ``"PPT"``, or ``"baseline"`` for a config with ``ppt.enabled: false``).
+        name is ``"PPT"``, or ``"baseline"`` for a config with ``ppt.enabled: false``). With ``per_class``
+        also ``class_names``, ``class_names_source``, and per result ``confusion`` and ``per_class``
+        (:func:`per_class_results`).
     """
     enabled = cfg["ppt"]["enabled"]
     if compare_baseline and not enabled:
@@ -281,11 +335,13 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "va
                          "is the baseline; enable PPT to compare")
     model = build_model(cfg, ckpt_file)
     dataset, info = dataset_from_config(cfg, split, strict=strict)
+    names = _label_names(cfg, ckpt_file, info, class_names_file)  # before the minutes of evaluating
     models = {"PPT" if enabled else "baseline": model}
     if compare_baseline:
         models = {"baseline": build_model(cfg, ckpt_file, with_ppt=False), **models}
-    results = {name: evaluate(net, dataset, progress=progress, desc=name) for name, net in models.items()}
-    return {
+    results = {name: evaluate(net, dataset, progress=progress, desc=name, per_class=per_class)
+               for name, net in models.items()}
+    report = {
         "checkpoint": os.fspath(ckpt_file),
         "data_root": str(info.root.parent),
         "split": split,
@@ -296,6 +352,11 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "va
         "ignored_files": [str(p) for p in info.ignored_files],
         "results": results,
     }
+    if per_class:
+        report.update(class_names=list(names.names), class_names_source=names.source)
+        for result in results.values():
+            result["per_class"] = per_class_results(result["confusion"], names.names)
+    return report
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -320,4 +381,65 @@ def format_report(report: dict[str, Any]) -> str:
                          f"pruned{variance}")
     if len(report["results"]) > 1:
         lines += ["", format_comparison(report["results"])]
+    if "class_names" in report:
+        lines += ["", f"top-1 per class (names: {report['class_names_source']}):", format_per_class(report["results"])]
     return "\n".join(lines)
+
+
+def format_per_class(results: dict[str, dict[str, Any]]) -> str:
+    """Top-1 per class of :func:`evaluate_checkpoint`'s ``per_class`` results, one column per result. With
+    several results a last column gives the change of the last against the first, and the classes it hurts
+    most come first; otherwise the classes are in index order."""
+    names = list(results)
+    rows = [tuple(cells) for cells in zip(*(results[n]["per_class"] for n in names))]  # per class, one per result
+    header = ["class", "name", "images"] + [f"{n} top-1 %" for n in names]
+    if len(names) > 1:
+        header.append(f"{names[-1]} vs {names[0]} (pts)")
+        # Classes without images (no change to rank) last; ties in class order.
+        rows.sort(key=lambda row: (row[0]["top1"] is None, _change(row) or 0.0, row[0]["class"]))
+    table = []
+    for row in rows:
+        first = row[0]
+        cells = [str(first["class"]), _short(first["name"]), str(first["images"])]
+        cells += ["-" if c["top1"] is None else f"{c['top1']:.2f}" for c in row]
+        if len(names) > 1:
+            cells.append("-" if first["top1"] is None else f"{_change(row):+.2f}")
+        table.append(cells)
+    return _table(header, table, left=2)
+
+
+def _change(row: tuple[dict[str, Any], ...]) -> float | None:
+    return None if row[0]["top1"] is None else row[-1]["top1"] - row[0]["top1"]
+
+
+def _short(name: str, width: int = 32) -> str:
+    return name if len(name) <= width else name[:width - 3] + "..."
+
+
+def plot_confusion(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """The confusion matrices of a ``per_class`` report as one PNG, one panel per result; each row is a true
+    class, coloured by the share of its images predicted as each class. Written atomically."""
+    import matplotlib  # late: only plotting needs it
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    names, results = report["class_names"], report["results"]
+    side = 4.5 + 0.12 * min(len(names), 30)
+    fig, axes = plt.subplots(1, len(results), figsize=(side * len(results) + 1.0, side), dpi=100, squeeze=False)
+    for ax, (label, result) in zip(axes[0], results.items()):
+        counts = np.asarray(result["confusion"], np.float64)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+        image = ax.imshow(shares, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+        ax.set_title(f"{label}: top-1 {result['top1']:.2f} %")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        if len(names) <= 30:  # more names would overlap
+            ticks = np.arange(len(names))
+            ax.set_xticks(ticks, [_short(n, 16) for n in names], rotation=90, fontsize=7)
+            ax.set_yticks(ticks, [_short(n, 16) for n in names], fontsize=7)
+    fig.colorbar(image, ax=axes[0].tolist(), label="share of the true class's images")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue(), make_parents=True)

@@ -4,8 +4,9 @@ verify it by running the written file on a random batch against the Cell.
 Formats:
 
 * MINDIR: everywhere. Loaded back with ``mindspore.load`` + ``nn.GraphCell`` for the check. The data
-  settings (crop_pct, interpolation, mean, std, dataset path) are stored in the file's ``user_info`` so that
-  ``infer.py`` can preprocess images without the config (:func:`read_mindir_meta`).
+  settings (crop_pct, interpolation, mean, std, dataset path) and the class names are stored in the file's
+  ``user_info`` so that ``infer.py`` can preprocess images and name classes without the config
+  (:func:`read_mindir_meta`).
 * AIR: Ascend only (the format is produced by the Ascend graph compiler). MindSpore cannot load AIR back,
   so an AIR file is reported as not verified; convert it with ATC and check it there.
 * ONNX: needs the optional packages ``onnx`` and ``onnxruntime``. MindSpore 2.10's ONNX exporter cannot
@@ -116,8 +117,9 @@ def export_model(model: nn.Cell, file_name: str | os.PathLike, file_format: str 
         file_name: output path, with or without the format's extension.
         file_format: MINDIR, AIR or ONNX.
         batch_size: the fixed batch size of the exported graph.
-        data_info: JSON-serialisable preprocessing settings stored in a MindIR (see :func:`read_mindir_meta`)
-            or an ONNX file's metadata (see :func:`src.onnx_runtime.read_onnx_meta`).
+        data_info: JSON-serialisable preprocessing settings and class names
+            (:meth:`src.inference.Preprocess.to_dict`) stored in a MindIR (see :func:`read_mindir_meta`) or an
+            ONNX file's metadata (see :func:`src.onnx_runtime.read_onnx_meta`).
         tolerance: largest accepted max abs difference between the file's and the Cell's logits.
         seed: seed of the random check batch.
         onnx_rewrite: ONNX only: rewrite the graph for onnxruntime (:mod:`src.onnx_graph`); False keeps

@@ -4,14 +4,18 @@ Images are preprocessed exactly as in evaluation (``src.data.transforms.eval_tra
 predictor's batch size (the last chunk padded with copies of its first image, whose outputs are dropped)
 and turned into top-k class probabilities (softmax of the logits).
 
-Class names, first match wins: ``--class_names FILE`` (one per line, exactly ``num_classes`` lines); the
-ImageNet-1k names shipped in ``src/resources/imagenet_classes.txt`` (standard index order) when the model
-has 1000 classes; the sorted class folder names of the built-in demo dataset (its label order) when the
-config's or the MindIR's ``data.path`` is ``demo``. Otherwise it is an error: bare indices are easy to misread.
+Class names (:func:`resolve_class_names`), first match wins: a names file the caller gives (one name per line,
+exactly ``num_classes`` lines; if the model file stores other names, a warning says so and the file wins); the
+names stored in the model file (a checkpoint's metadata, or the ``data_info`` of an exported MindIR or ONNX
+file: :attr:`Preprocess.class_names`); the sorted class folders of the model's dataset (``data.path``: its
+training split, else its validation split) when that folder is on this machine (``demo`` is generated on
+first use); the ImageNet-1k names (``src/resources/imagenet_classes.txt``) for 1000 classes. Otherwise it is
+an error (:class:`~src.class_names.MissingClassNames`): bare indices are easy to misread.
 """
 import os
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +23,50 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from .config import configured_spec
-from .data import load_rgb, resolve_data_root, scan_image_folder
+from .checkpoint import read_class_names
+from .class_names import (
+    CLASS_NAMES_KEY,
+    IMAGENET_NUM_CLASSES,
+    MissingClassNames,
+    check_class_names,
+    describe_difference,
+    imagenet_class_names,
+    load_class_names,
+)
+from .config import SCHEMA, configured_spec
+from .data import class_folders, load_rgb, resolve_data_root
 from .data.transforms import eval_transforms
 from .export import read_mindir_meta
 
-__all__ = ["IMAGENET_CLASSES_FILE", "Preprocess", "preprocess_from_config", "load_images",
-           "load_class_names", "resolve_class_names", "CellPredictor", "MindIRPredictor", "predict",
+__all__ = ["Preprocess", "preprocess_from_config", "load_images", "ClassNames", "label_splits",
+           "find_class_names", "resolve_class_names", "CellPredictor", "MindIRPredictor", "predict",
            "topk_probs", "WEIGHT_SUFFIXES", "open_model", "classify"]
 
-IMAGENET_CLASSES_FILE = Path(__file__).resolve().parent / "resources" / "imagenet_classes.txt"
 _PREPROCESS_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
+
+
+def _stored_names(info: Mapping[str, Any], source: str) -> tuple[str, ...] | None:
+    names = info.get(CLASS_NAMES_KEY)
+    return None if names is None else tuple(check_class_names(names, f"{source}: stored '{CLASS_NAMES_KEY}'"))
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Eval preprocessing of one model, plus the dataset path that names its classes (``demo`` or a folder)."""
+    """Eval preprocessing of one model, plus what names its classes: the names stored with the model, and the
+    dataset path (``demo`` or a folder) whose class folders gave its labels."""
     img_size: int
     crop_pct: float
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     data_path: str | None = None
+    class_names: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (stored in exported MindIR files)."""
+        """JSON-serialisable form (the ``data_info`` stored in exported MindIR and ONNX files)."""
         return {"img_size": self.img_size, "crop_pct": self.crop_pct, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std), "data_path": self.data_path}
+                "mean": list(self.mean), "std": list(self.std), "data_path": self.data_path,
+                CLASS_NAMES_KEY: None if self.class_names is None else list(self.class_names)}
 
     @classmethod
     def from_dict(cls, info: Mapping[str, Any], source: str) -> "Preprocess":
@@ -54,13 +75,15 @@ class Preprocess:
             raise ValueError(f"{source}: preprocessing settings lack {', '.join(missing)}")
         return cls(int(info["img_size"]), float(info["crop_pct"]), str(info["interpolation"]),
                    tuple(float(v) for v in info["mean"]), tuple(float(v) for v in info["std"]),
-                   info.get("data_path"))
+                   info.get("data_path"), _stored_names(info, source))
 
 
-def preprocess_from_config(cfg: Mapping[str, Any]) -> Preprocess:
+def preprocess_from_config(cfg: Mapping[str, Any], weights: str | os.PathLike | None = None) -> Preprocess:
+    """The config's eval preprocessing, with the class names stored in ``weights`` (if any)."""
     data = cfg["data"]
+    names = read_class_names(weights) if weights is not None else None
     return Preprocess(configured_spec(cfg).img_size, data["crop_pct"], data["interpolation"], tuple(data["mean"]),
-                      tuple(data["std"]), data["path"])
+                      tuple(data["std"]), data["path"], None if names is None else tuple(names))
 
 
 def load_images(paths: Sequence[str | os.PathLike], pre: Preprocess) -> np.ndarray:
@@ -81,36 +104,66 @@ def load_images(paths: Sequence[str | os.PathLike], pre: Preprocess) -> np.ndarr
     return np.stack(out)
 
 
-def load_class_names(path: str | os.PathLike, num_classes: int | None = None) -> list[str]:
-    """One class name per line (trailing whitespace ignored); with ``num_classes`` the count must match."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: class names file not found")
-    names = [line.rstrip() for line in path.read_text(encoding="utf-8").splitlines()]
-    while names and not names[-1]:
-        names.pop()
-    if any(not n for n in names):
-        raise ValueError(f"{path}: line {names.index('') + 1} is empty; expected one class name per line")
-    if num_classes is not None and len(names) != num_classes:
-        raise ValueError(f"{path}: {len(names)} class names, but the model has {num_classes} classes")
-    return names
+@dataclass(frozen=True)
+class ClassNames:
+    """A model's class names, and where they came from (for messages and reports: a file name, "the metadata of
+    w.ckpt", "the class folders of /data/train", "the ImageNet-1k list")."""
+    names: tuple[str, ...]
+    source: str
 
 
-def resolve_class_names(num_classes: int, class_names_file: str | os.PathLike | None = None,
-                        data_path: str | None = None) -> list[str]:
-    """Names of the model's classes (see the module docstring for the order of the sources)."""
-    if class_names_file is not None:
-        return load_class_names(class_names_file, num_classes)
-    if num_classes == 1000:
-        return load_class_names(IMAGENET_CLASSES_FILE, 1000)
-    if data_path == "demo":
-        classes = list(scan_image_folder(resolve_data_root("demo") / "val").classes)
-        if len(classes) != num_classes:
-            raise ValueError(f"the demo dataset has {len(classes)} classes but the model has {num_classes}; "
-                             f"pass --class_names FILE")
-        return classes
-    raise ValueError(f"the model has {num_classes} classes (not ImageNet-1k's 1000) and its dataset is not the "
-                     f"built-in demo: pass --class_names FILE with one name per line")
+def label_splits(cfg: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The dataset splits whose class folders name a model's classes: the training split (its folders gave the
+    labels), then the validation split; the config's, or the defaults without one."""
+    train = cfg["train"] if cfg is not None else {k: SCHEMA["train"][k].default for k in ("train_split", "val_split")}
+    return train["train_split"], train["val_split"]
+
+
+def _dataset_class_names(data_path: str | None, splits: Sequence[str], num_classes: int) -> ClassNames | None:
+    """The sorted class folders of the first of ``splits`` found under ``data_path``, or None when the dataset
+    is not on this machine (``demo`` is generated)."""
+    if not data_path:
+        return None
+    root = resolve_data_root("demo") if data_path == "demo" else Path(data_path).expanduser()
+    for split in splits:
+        folder = root / split
+        if folder.is_dir():
+            names = check_class_names(class_folders(folder), f"{folder}: class folders", num_classes)
+            return ClassNames(tuple(names), f"the class folders of {folder}")
+    return None
+
+
+def find_class_names(num_classes: int, pre: Preprocess, names_file: str | os.PathLike | None = None, *,
+                     model: str = "the model", splits: Sequence[str] | None = None) -> ClassNames | None:
+    """The names of the model's ``num_classes`` classes from the first source that has them (see the module
+    docstring), or None. ``pre`` holds the stored names and the dataset path; ``model`` names the model file
+    in messages; ``splits`` default to :func:`label_splits`. Warns when ``names_file`` disagrees with the
+    stored names; a source with another number of names, or a name twice, is a one-line ValueError."""
+    if names_file is not None:
+        given = tuple(load_class_names(names_file, num_classes))
+        if pre.class_names is not None and pre.class_names != given:
+            warnings.warn(f"{names_file}: the class names differ from those stored in {model} "
+                          f"({describe_difference(given, pre.class_names)}); using {names_file}'s", stacklevel=2)
+        return ClassNames(given, str(names_file))
+    if pre.class_names is not None:
+        names = check_class_names(pre.class_names, f"{model}: stored class names", num_classes)
+        return ClassNames(tuple(names), f"the metadata of {model}")
+    found = _dataset_class_names(pre.data_path, label_splits() if splits is None else splits, num_classes)
+    if found is None and num_classes == IMAGENET_NUM_CLASSES:
+        found = ClassNames(tuple(imagenet_class_names()), "the ImageNet-1k list")
+    return found
+
+
+def resolve_class_names(num_classes: int, pre: Preprocess, names_file: str | os.PathLike | None = None, *,
+                        model: str = "the model", splits: Sequence[str] | None = None) -> ClassNames:
+    """:func:`find_class_names`, or :class:`~src.class_names.MissingClassNames` when no source has them."""
+    found = find_class_names(num_classes, pre, names_file, model=model, splits=splits)
+    if found is None:
+        dataset = (f"its dataset {pre.data_path} has no class folders on this machine" if pre.data_path
+                   else "it names no dataset")
+        raise MissingClassNames(f"{model}: nothing names its {num_classes} classes: it stores no class names, "
+                                f"{dataset}, and it is not an ImageNet-1k model ({IMAGENET_NUM_CLASSES} classes)")
+    return found
 
 
 class CellPredictor:
@@ -185,7 +238,8 @@ def open_model(model_path: str | os.PathLike, cfg: Mapping[str, Any] | None = No
 
     Weights (``.ckpt``, ``.pth``, ``.safetensors``) need ``cfg`` to build the model and run in batches of
     ``batch_size``. An exported ``.mindir`` fixes its own batch and image size; its preprocessing is ``cfg``'s
-    (which must describe the exported model) or else the settings stored in it by ``export.py``.
+    (which must describe the exported model) or else the settings stored in it by ``export.py``. Either way
+    the returned :class:`Preprocess` holds the class names the file stores (None if it stores none).
     """
     from .factory import build_model  # the model zoo only for weights
 
@@ -195,24 +249,25 @@ def open_model(model_path: str | os.PathLike, cfg: Mapping[str, Any] | None = No
             raise ValueError(f"{path}: expected a .mindir or weights ({', '.join(WEIGHT_SUFFIXES)})")
         if cfg is None:
             raise ValueError(f"{path}: building the model of a checkpoint needs its config")
-        return CellPredictor(build_model(cfg, str(path)), batch_size), preprocess_from_config(cfg)
+        return CellPredictor(build_model(cfg, str(path)), batch_size), preprocess_from_config(cfg, path)
     predictor = MindIRPredictor(path)
     if cfg is None:
         if predictor.info is None:
             raise ValueError(f"{path}: the file stores no preprocessing settings (not written by export.py); "
                              f"give the config of the exported model")
         return predictor, Preprocess.from_dict(predictor.info, str(path))
-    pre = preprocess_from_config(cfg)
+    stored = _stored_names(predictor.info, str(path)) if predictor.info is not None else None
+    pre = replace(preprocess_from_config(cfg), class_names=stored)
     if pre.img_size != predictor.input_shape[2] or cfg["model"]["num_classes"] != predictor.num_classes:
         raise ValueError(f"the config's model ({pre.img_size} px, {cfg['model']['num_classes']} classes) is not the "
                          f"one exported to {path} ({predictor.input_shape[2]} px, {predictor.num_classes} classes)")
     return predictor, pre
 
 
-def classify(paths: Sequence[str | os.PathLike], predictor: Predictor, pre: Preprocess,
-             class_names_file: str | os.PathLike | None = None, topk: int = 5) -> str:
-    """The ``topk`` classes of every image with their probabilities, as the text ``infer.py`` prints."""
-    names = resolve_class_names(predictor.num_classes, class_names_file, pre.data_path)
+def classify(paths: Sequence[str | os.PathLike], predictor: Predictor, pre: Preprocess, names: Sequence[str],
+             topk: int = 5) -> str:
+    """The ``topk`` classes of every image with their probabilities and ``names``, as the text ``infer.py``
+    prints."""
     probs, idx = topk_probs(predict(predictor, load_images(paths, pre)), topk)
     lines = []
     for path, p_row, i_row in zip(paths, probs, idx):

@@ -136,6 +136,15 @@ def _scale(img_size: int) -> int:
     return max(1, -(-MIN_PANEL // img_size))
 
 
+def _fit(text: str, width: float, font: ImageFont.ImageFont) -> str:
+    """``text``, cut and ended with "..." if it is wider than ``width`` pixels (long class names)."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..."
+
+
 def _captioned(pixels: np.ndarray, lines: Sequence[str]) -> Image.Image:
     """``pixels`` (uint8 ``[H, W, 3]``) under a white strip holding ``lines`` of text."""
     height, width = pixels.shape[:2]
@@ -144,7 +153,7 @@ def _captioned(pixels: np.ndarray, lines: Sequence[str]) -> Image.Image:
     panel.paste(Image.fromarray(pixels), (0, top))
     draw, font = ImageDraw.Draw(panel), _font()
     for i, line in enumerate(list(lines)[:_CAPTION_LINES]):
-        draw.text((3, 2 + i * _LINE_HEIGHT), line, fill="black", font=font)
+        draw.text((3, 2 + i * _LINE_HEIGHT), _fit(line, width - 6, font), fill="black", font=font)
     return panel
 
 
@@ -256,7 +265,8 @@ def _output_names(paths: Sequence[Path]) -> list[str]:
 
 
 def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out_dir: os.PathLike,
-                     pre: Preprocess, weights_label: str, batch_size: int = 8) -> list[dict[str, Any]]:
+                     pre: Preprocess, weights_label: str, class_names: Sequence[str],
+                     batch_size: int = 8) -> list[dict[str, Any]]:
     """Write the per-block PNGs and the grid PNG of every image (see the module docstring).
 
     Args:
@@ -265,16 +275,20 @@ def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out
         out_dir: output folder (created if missing).
         pre: the evaluation preprocessing (``src.inference.preprocess_from_config``).
         weights_label: shown on every input panel, e.g. the checkpoint name or "RANDOM WEIGHTS".
+        class_names: one per class of the model (``src.inference.resolve_class_names``), shown with the prediction.
         batch_size: images per forward pass.
 
     Returns:
-        Per image: ``image``, ``prediction``, ``probability``, ``grid`` (path), and ``blocks``: per PP block
+        Per image: ``image``, ``prediction`` (class index), ``prediction_name``, ``probability``, ``grid`` (path),
+        and ``blocks``: per PP block
         ``layer``, ``decision`` ("pool"/"prune"), ``svar``, ``tokens``, ``groups`` (group sizes),
         ``pruned_patches``, ``png``.
     """
     if not model.ppt_layers:
         raise ValueError("the model has no PP block (ppt disabled, or every r is 0 after clamping): "
                          "nothing to visualise")
+    if len(class_names) != model.num_classes:
+        raise ValueError(f"{len(class_names)} class names, but the model has {model.num_classes} classes")
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no images to visualise: give image files or folders (or --demo N)")
@@ -293,8 +307,8 @@ def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out
     results = []
     for b, (path, name) in enumerate(zip(paths, names)):
         pred = int(np.argmax(logits[b]))
-        panels = [render_input(display[b], [path.name, f"prediction: class {pred} ({100 * probs[b, pred]:.0f} %)",
-                                            weights_label])]
+        caption = f"prediction: {class_names[pred]} (class {pred}, {100 * probs[b, pred]:.0f} %)"
+        panels = [render_input(display[b], [path.name, caption, weights_label])]
         blocks = []
         for k, layer in enumerate(model.ppt_layers):
             tokens = token_map(sources[k][b], model.num_prefix_tokens, grid)
@@ -313,8 +327,8 @@ def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out
                            "pruned_patches": tokens.num_pruned, "png": str(png)})
         grid_png = out_dir / f"{name}_grid.png"
         save_png(render_grid(panels), grid_png)
-        results.append({"image": str(path), "prediction": pred, "probability": float(probs[b, pred]),
-                        "grid": str(grid_png), "blocks": blocks})
+        results.append({"image": str(path), "prediction": pred, "prediction_name": class_names[pred],
+                        "probability": float(probs[b, pred]), "grid": str(grid_png), "blocks": blocks})
     return results
 
 

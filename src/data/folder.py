@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "FolderScan", "scan_image_folder", "check_num_classes", "load_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "FolderScan", "class_folders", "scan_image_folder", "check_num_classes", "load_rgb"]
 
 # Matched case-insensitively against the file suffix.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -44,6 +44,12 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def class_folders(split_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The classes of a split folder in label order: its sub-folder names sorted as plain strings (without
+    looking inside them, so naming the classes of a large dataset is quick)."""
+    return tuple(sorted(e.name for e in os.scandir(split_dir) if e.is_dir()))
+
+
 def scan_image_folder(split_dir: str | os.PathLike) -> FolderScan:
     """Scan ``split_dir/<class>/...`` for image files.
 
@@ -62,9 +68,8 @@ def scan_image_folder(split_dir: str | os.PathLike) -> FolderScan:
     if not root.is_dir():
         raise FileNotFoundError(f"dataset split folder not found: {root} "
                                 f"(expected ImageNet layout <root>/<split>/<class>/<image>)")
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
-    classes = tuple(e.name for e in entries if e.is_dir())
-    ignored = [Path(e.path) for e in entries if not e.is_dir()]
+    classes = class_folders(root)
+    ignored = [Path(e.path) for e in sorted(os.scandir(root), key=lambda e: e.name) if not e.is_dir()]
     if not classes:
         raise ValueError(f"{root}: no class sub-folders found "
                          f"(expected ImageNet layout <root>/<split>/<class>/<image>)")

@@ -22,6 +22,7 @@ import numpy as np
 from mindspore import Tensor
 
 from ..checkpoint import load_state_dict, read_state_dict, save_weights
+from ..class_names import CLASS_NAMES_KEY
 from ..config import save_config
 from ..evaluate import evaluate
 from ..factory import build_model, dataset_from_config
@@ -155,6 +156,7 @@ class _Run:
     steps_per_epoch: int
     global_batch: int
     ema_model: VisionTransformer | None
+    class_names: list[str]  # the training split's sorted class folders: label i is class_names[i]
     start_epoch: int = 0
     best_top1: float = -1.0
     best_epoch: int = 0
@@ -202,12 +204,12 @@ def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: str | None, dist: _Dist
     if peak < tcfg["min_lr"]:
         _say(f"note: the peak lr {peak:.3g} is below train.min_lr {tcfg['min_lr']:g}, so the cosine phase rises to "
              f"min_lr (as DeiT's scheduler does); lower train.min_lr for a decaying schedule", dist)
-    return _Run(cfg, dist, out, model, step, schedule, info.num_batches, global_batch, ema_model)
+    return _Run(cfg, dist, out, model, step, schedule, info.num_batches, global_batch, ema_model, list(info.classes))
 
 
 def _resume(run: _Run, state_file: Path) -> None:
     """Restore the train step (weights, optimiser, EMA, loss scale) and the run's progress from a state file."""
-    meta = load_training_state(run.step, run.model, state_file, run.cfg, run.dist.size)
+    meta = load_training_state(run.step, run.model, state_file, run.cfg, run.dist.size, run.class_names)
     run.start_epoch, run.best_top1, run.best_epoch = meta["epoch"], meta["best_top1"], meta["best_epoch"]
     run.skipped_run = meta["skipped_run"]
     run.history = _read_log(run.out / LOG_NAME, run.start_epoch)
@@ -269,11 +271,12 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
 def _save_epoch(run: _Run, record: dict[str, Any], improved: bool) -> None:
     """The training state first (so the newest state is always complete), then the weight files."""
     cfg, out, epoch = run.cfg, run.out, record["epoch"]
+    names = {CLASS_NAMES_KEY: run.class_names}  # in every file, so the weights name their outputs
     meta = {"epoch": epoch, "global_step": record["global_step"], "best_top1": run.best_top1,
             "best_epoch": run.best_epoch, "skipped_run": run.skipped_run, "seed": cfg["seed"],
-            "world_size": run.dist.size, "config": dict(cfg)}
+            "world_size": run.dist.size, "config": dict(cfg), **names}
     save_training_state(run.step, run.model, state_path(out, epoch), meta)
-    weight_meta = {"epoch": epoch, "top1": record["val"]["top1"], "model": cfg["model"]["name"]}
+    weight_meta = {"epoch": epoch, "top1": record["val"]["top1"], "model": cfg["model"]["name"], **names}
     save_weights(run.model, weights_path(out, epoch), weight_meta)
     if improved:
         save_weights(run.model, out / "best.ckpt", weight_meta)

@@ -4,8 +4,10 @@ Per epoch ``N`` the output folder receives (each file written to a temporary nam
 
 * ``epoch_N.state.ckpt``: the whole training state -- model weights, AdamW moments and step, EMA weights,
   loss-scale state -- plus ``meta.train_state``, a JSON string with the epoch, global step, best top-1 so
-  far, the seed and the resolved config. Resuming reads this file.
-* ``epoch_N.ckpt``: the model weights alone (``src.checkpoint.save_weights``): ``eval.py --ckpt`` reads it.
+  far, the seed, the resolved config and the class names (the training split's sorted class folders).
+  Resuming reads this file.
+* ``epoch_N.ckpt``: the model weights alone (``src.checkpoint.save_weights``) with the class names:
+  ``eval.py --ckpt`` reads it.
 * ``epoch_N.ema.ckpt``: the EMA weights under the model's own names (when ``train.ema`` is on).
 * ``best.ckpt`` / ``best_ema.ckpt``: copies of the weights with the best validation top-1 so far.
 
@@ -15,13 +17,14 @@ loses at most the unfinished epoch.
 """
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import mindspore as ms
 from mindspore import nn
 
+from ..class_names import CLASS_NAMES_KEY, describe_difference
 from ..fileio import PathLike, atomic_path
 
 __all__ = ["STATE_FORMAT", "STATE_SUFFIX", "ResumeError", "state_path", "weights_path", "ema_weights_path",
@@ -105,12 +108,14 @@ def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
 
 
 def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg: Mapping[str, Any],
-                        world_size: int) -> dict[str, Any]:
+                        world_size: int, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Restore ``train_step`` (whose network is ``model``) from a :func:`save_training_state` file; return its meta.
 
     Raises:
         ResumeError: the file is unreadable or corrupt, is not a training state, was written for another
-            config (any of :data:`RESUME_KEYS`) or number of devices, or its tensors do not match the model.
+            config (any of :data:`RESUME_KEYS`), number of devices or other ``class_names`` than it stores (the
+            labels would change meaning; a state written before names were stored is not checked), or its
+            tensors do not match the model.
     """
     path = Path(path)
     where = f"training state {path}"
@@ -138,6 +143,10 @@ def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg
     if meta["world_size"] != world_size:
         raise ResumeError(f"{where}: written by a run on {meta['world_size']} device(s), this run has "
                           f"{world_size} (the global batch and the learning rate would change)")
+    stored = meta.get(CLASS_NAMES_KEY)
+    if class_names is not None and stored is not None and list(stored) != list(class_names):
+        raise ResumeError(f"{where}: written for other class folders ({describe_difference(stored, class_names)}: "
+                          f"the file's vs this run's); the labels would change meaning")
     params = _state_parameters(train_step, model)
     missing = sorted(set(params) - set(loaded))
     unexpected = sorted(set(loaded) - set(params))

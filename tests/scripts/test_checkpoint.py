@@ -38,12 +38,16 @@ def test_convert_infers_a_registered_arch(tmp_path):
         "model": "deit_tiny_distilled_patch16_224", "num_classes": 7, "source": "src.pth"}
 
 
-def test_convert_mini_with_overrides(tmp_path):
+def test_convert_mini_with_overrides_and_class_names(tmp_path):
     flags = [f"--{k}={v}" for k, v in MINI_ARCH.items()]
-    result = _convert(str(MINI_PTH), "mini.ckpt", "--model_name", "deit_tiny_patch16_224", *flags, cwd=tmp_path)
+    (tmp_path / "names.txt").write_text("".join(f"shape {i}\n" for i in range(10)))
+    result = _convert(str(MINI_PTH), "mini.ckpt", "--model_name", "deit_tiny_patch16_224", *flags,
+                      "--class_names", "names.txt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("; 10 class names from names.txt")
     _assert_same(read_state_dict(tmp_path / "mini.ckpt"), read_state_dict(MINI_PTH))
-    assert read_checkpoint_meta(tmp_path / "mini.ckpt")["num_classes"] == 10
+    meta = read_checkpoint_meta(tmp_path / "mini.ckpt")
+    assert meta["num_classes"] == 10 and meta["class_names"] == [f"shape {i}" for i in range(10)]
 
 
 def test_convert_fails_cleanly_before_writing(tmp_path):

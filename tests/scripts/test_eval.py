@@ -97,6 +97,7 @@ def _reference_inputs(data: Path):
 
 
 def _reference_metrics(ckpt: Path, ppt, images: np.ndarray, labels: np.ndarray):
+    """top-1, mean loss and the confusion matrix [true, predicted] of the model on the images."""
     model = create_model(**ARCH, ppt=ppt)
     load_weights(model, ckpt)
     model.set_train(False)
@@ -104,7 +105,9 @@ def _reference_metrics(ckpt: Path, ppt, images: np.ndarray, labels: np.ndarray):
     top1 = 100.0 * np.mean(logits.argmax(axis=1) == labels)
     log_prob = logits - logits.max(axis=1, keepdims=True)
     log_prob -= np.log(np.exp(log_prob).sum(axis=1, keepdims=True))
-    return top1, -log_prob[np.arange(len(labels)), labels].mean()
+    confusion = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    np.add.at(confusion, (labels, logits.argmax(axis=1)), 1)
+    return top1, -log_prob[np.arange(len(labels)), labels].mean(), confusion
 
 
 def _run_script(args, mode="pynative"):
@@ -125,8 +128,8 @@ def _run_script(args, mode="pynative"):
 def test_eval_end_to_end_matches_independent_metrics(setup):
     out = setup["tmp"] / "results.json"
     proc = subprocess.run([sys.executable, "eval.py", "--config", setup["config"], "--ckpt", setup["ckpt"],
-                           "--out", out, "--compare-baseline"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                           "--out", out, "--compare-baseline", "--per-class", "--plot"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert list(report["results"]) == ["baseline", "PPT"]
@@ -137,11 +140,16 @@ def test_eval_end_to_end_matches_independent_metrics(setup):
     images, labels = _reference_inputs(setup["data"])
     for name, ppt in (("baseline", None), ("PPT", PPT)):
         result = report["results"][name]
-        top1, loss = _reference_metrics(setup["ckpt"], ppt, images, labels)
+        top1, loss, confusion = _reference_metrics(setup["ckpt"], ppt, images, labels)
         assert result["num_images"] == 9
         assert result["top1"] == pytest.approx(top1, abs=1e-9), name
         assert result["loss"] == pytest.approx(loss, abs=1e-4), name
         assert result["top5"] == 100.0  # 3 classes: top-5 is top-3
+        assert result["confusion"] == confusion.tolist(), name
+        assert [(c["class"], c["name"], c["images"]) for c in result["per_class"]] == [
+            (0, "ant", 3), (1, "bee", 3), (2, "cat", 3)]  # bee's broken.png is not counted
+        for c in result["per_class"]:
+            assert c["top1"] == pytest.approx(100.0 * confusion[c["class"], c["class"]] / 3), name
     ppt = report["results"]["PPT"]
     assert ppt["ppt_layers"] == [1] and len(ppt["pooled_fraction"]) == 1
     assert ppt["pooled_fraction"][0] + ppt["pruned_fraction"][0] == pytest.approx(1.0)
@@ -150,6 +158,13 @@ def test_eval_end_to_end_matches_independent_metrics(setup):
     header = next(line for line in proc.stdout.splitlines() if line.split()[:2] == ["baseline", "PPT"])
     assert header
     assert "speed-up vs baseline" in proc.stdout and "broken.png" in proc.stdout
+    # The classes are named by the split's class folders (the checkpoint stores no names): one row per class.
+    assert report["class_names"] == list(CLASSES)
+    assert report["class_names_source"] == f"the class folders of {setup['data'] / 'val'}"
+    assert f"top-1 per class (names: the class folders of {setup['data'] / 'val'}):" in proc.stdout
+    assert sum(line.split()[1:2] in (["ant"], ["bee"], ["cat"]) for line in proc.stdout.splitlines()) == 3
+    with Image.open(setup["tmp"] / "results_confusion.png") as png:
+        assert png.format == "PNG"
 
 
 def test_strict_fails_on_the_unreadable_file(setup, capsys):
@@ -178,3 +193,19 @@ def test_input_errors_are_one_line(setup, capsys, case):
     assert code == 1
     assert len(err) == 1 and err[0].startswith("eval.py: error: ") and expected in err[0], err
 
+
+
+def test_stored_names_in_another_order_than_the_folders_warn(setup, capsys):
+    # Trained on folders ordered cat, bee, ant (e.g. names given to convert.py in another order): label 0 of
+    # this split (ant) is the model's class 0 (cat). The report still names the model's classes.
+    ckpt = setup["tmp"] / "reordered.ckpt"
+    save_weights(_spread_head(setup["data"]), ckpt, meta={"class_names": ["cat", "bee", "ant"]})
+    out = setup["tmp"] / "reordered.json"
+    code = _run_script(["--config", setup["config"], "--ckpt", ckpt, "--per-class", "--out", out])
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert code == 0
+    assert err == [f"eval.py: warning: {setup['data'] / 'val'}: the class folders (the labels, in sorted order) are "
+                   f"not the class names stored in {ckpt} (class 0 is 'ant' vs 'cat'): a label may not be the "
+                   f"model's class of that name"]
+    report = json.loads(out.read_text())
+    assert report["class_names"] == ["cat", "bee", "ant"] and report["class_names_source"] == f"the metadata of {ckpt}"

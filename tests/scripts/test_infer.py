@@ -1,5 +1,5 @@
-"""infer.py end to end: checkpoint and MindIR agree on the top-5, a mismatching config and a checkpoint
-without config are refused."""
+"""infer.py end to end: checkpoint and MindIR agree on the top-5, the MindIR names the classes it was exported
+with, a mismatching config and a checkpoint without config are refused, class-name problems are one line."""
 
 import numpy as np
 import pytest
@@ -11,6 +11,9 @@ from src.checkpoint import save_weights
 from src.config import load_config
 from src.factory import build_model
 
+from ..conftest import ROOT
+from ..run_scripts import run_script
+
 CONFIG = """
 model: {name: deit_tiny_patch16_224, num_classes: 10, img_size: 32, patch_size: 8, embed_dim: 48, depth: 3,
         num_heads: 3}
@@ -21,8 +24,8 @@ data: {path: /nonexistent/dataset, batch_size: 8, crop_pct: 0.875, interpolation
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """Config, random-weight checkpoint, class names, three PNGs of different sizes, and the MindIR
-    exported by export.py (batch 2: the third image goes into a padded chunk)."""
+    """Config, random-weight checkpoint (no class names stored), class names, three PNGs of different sizes, and
+    the MindIR exported by export.py with those names (batch 2: the third image goes into a padded chunk)."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
 
     d = tmp_path_factory.mktemp("infer")
@@ -34,7 +37,7 @@ def workdir(tmp_path_factory):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(d / f"img{i}.png")
     try:
         export_script.main(["--config", str(d / "cfg.yaml"), "--ckpt", str(d / "w.ckpt"), "--format", "mindir",
-                            "--batch-size", "2", "--out", str(d / "model")])
+                            "--batch-size", "2", "--out", str(d / "model"), "--class_names", str(d / "names.txt")])
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
     return d
@@ -50,8 +53,8 @@ def test_checkpoint_and_mindir_give_the_same_top5(workdir, capsys, graph_mode):
     infer_script.main(["--model", str(d / "w.ckpt"), "--config", str(d / "cfg.yaml"),
                        "--class_names", str(d / "names.txt"), *_images(d)])
     from_ckpt = capsys.readouterr().out
-    # No config: preprocessing comes from the settings export.py stored in the MindIR.
-    infer_script.main(["--model", str(d / "model.mindir"), "--class_names", str(d / "names.txt"), *_images(d)])
+    # No config, no names file: preprocessing and class names come from what export.py stored in the MindIR.
+    infer_script.main(["--model", str(d / "model.mindir"), *_images(d)])
     from_mindir = capsys.readouterr().out
     assert from_ckpt == from_mindir
     lines = from_mindir.splitlines()
@@ -70,3 +73,32 @@ def test_checkpoint_needs_a_config(workdir):
     with pytest.raises(ValueError, match="--config_path is required to build the model of a checkpoint"):
         infer_script.main(["--model", str(workdir / "w.ckpt"), *_images(workdir)])
 
+
+
+def test_a_names_file_that_disagrees_with_the_stored_names_wins_with_one_warning(workdir, capsys):
+    d = workdir
+    (d / "other.txt").write_text("".join(f"kind{i}\n" for i in range(10)))
+    code, out, err = run_script(ROOT / "infer.py", ["--model", d / "model.mindir", "--class_names", d / "other.txt",
+                                                    "--topk", "1", *_images(d)], capsys)
+    assert code == 0 and "kind" in out and "shape" not in out
+    assert err == [f"infer.py: warning: {d / 'other.txt'}: the class names differ from those stored in "
+                   f"{d / 'model.mindir'} (class 0 is 'kind0' vs 'shape0'); using {d / 'other.txt'}'s"]
+
+
+@pytest.mark.parametrize("case", ["none", "count", "twice"])
+def test_class_name_problems_are_one_line(workdir, capsys, case):
+    d = workdir
+    names = d / f"{case}.txt"
+    names.write_text({"none": "", "count": "a\nb\n", "twice": "".join(f"n{i % 9}\n" for i in range(10))}[case])
+    flag = [] if case == "none" else ["--class_names", names]
+    code, out, err = run_script(ROOT / "infer.py", ["--model", d / "w.ckpt", "--config", d / "cfg.yaml", *flag,
+                                                    *_images(d)], capsys)
+    expected = {
+        # w.ckpt was written without names, its dataset is not here, and it has 10 classes
+        "none": f"{d / 'w.ckpt'}: nothing names its 10 classes: it stores no class names, its dataset "
+                f"/nonexistent/dataset has no class folders on this machine, and it is not an ImageNet-1k model "
+                f"(1000 classes) (give --class_names FILE)",
+        "count": f"{names}: 2 class names, but the model has 10 classes",
+        "twice": f"{names}: class name 'n0' is given twice (line 1 and line 10); each class needs its own name",
+    }[case]
+    assert (code, out, err) == (1, "", [f"infer.py: error: {expected}"])

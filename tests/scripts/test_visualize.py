@@ -20,11 +20,16 @@ def test_visualize_script_end_to_end(tmp_path):
     pixels = np.full((48, 48, 3), 120, np.uint8)
     pixels[12:36, 12:36] = (250, 30, 30)
     Image.fromarray(pixels).save(image)
-    done = _visualize(str(image), "--random-weights", "--out", str(tmp_path / "vis"), "--mode", "pynative")
+    names = tmp_path / "names.txt"
+    names.write_text("apple\napple pie\napple tree\n")
+    # The tiny model's 3 classes are not the demo dataset's 10 (its data.path): the names come from the file.
+    done = _visualize(str(image), "--random-weights", "--out", str(tmp_path / "vis"), "--mode", "pynative",
+                      "--class_names", str(names))
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["shape_block1.png", "shape_block2.png",
                                                                     "shape_grid.png"]
     assert "wrote 3 PNGs" in done.stdout
+    assert done.stdout.startswith(f"{image}: apple") and "(class " in done.stdout
     with Image.open(tmp_path / "vis" / "shape_grid.png") as grid:
         grid.load()
         assert grid.width == 3 * 224 + 2 * 6

@@ -9,6 +9,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -16,12 +17,15 @@ from safetensors.numpy import save_file
 from src.checkpoint import (
     CheckpointMismatchError,
     UnsafePickleError,
+    convert_checkpoint,
     infer_model_args,
     load_weights,
     read_checkpoint_meta,
+    read_class_names,
     read_state_dict,
     save_weights,
 )
+from src.class_names import imagenet_class_names
 from src.models import create_model
 
 from ..conftest import FIXTURES, MINI_ARCH, MINI_CLASSES
@@ -227,6 +231,75 @@ def test_save_weights_rejects_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_weights(model, tmp_path / "missing" / "w.ckpt")
     assert os.listdir(tmp_path) == []
+
+
+TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+
+
+def _tiny(num_classes: int = 3):
+    return create_model("deit_tiny_patch16_224", num_classes=num_classes, **TINY)
+
+
+def test_class_names_are_stored_as_one_json_entry(tmp_path):
+    model, path = _tiny(), tmp_path / "w.ckpt"
+    save_weights(model, path, meta={"epoch": 2, "class_names": ["ant", "bée", "cat, Felis"]})
+    assert read_checkpoint_meta(path) == {"epoch": 2, "class_names": ["ant", "bée", "cat, Felis"]}
+    assert isinstance(ms.load_checkpoint(str(path))["meta.class_names"], str)  # one scalar entry, like the others
+    assert read_class_names(path) == ["ant", "bée", "cat, Felis"]
+    load_weights(_tiny(), path)  # still a plain weights file
+    # Files written before names were stored (with other metadata or none at all), and other formats, store none.
+    save_weights(model, tmp_path / "old.ckpt", meta={"epoch": 2})
+    save_weights(model, tmp_path / "bare.ckpt")
+    assert read_class_names(tmp_path / "old.ckpt") is read_class_names(tmp_path / "bare.ckpt") is None
+    assert read_class_names(MINI_PTH) is None
+
+
+def test_class_names_that_do_not_fit_are_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"save_weights: .*w.ckpt: 2 class names, but the model has 3 classes"):
+        save_weights(_tiny(), tmp_path / "w.ckpt", meta={"class_names": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"metadata 'class_names': class name 'a' is given twice"):
+        save_weights(_tiny(), tmp_path / "w.ckpt", meta={"class_names": ["a", "b", "a"]})
+    assert os.listdir(tmp_path) == []
+
+
+def test_malformed_stored_names_name_the_file_and_key(tmp_path):
+    path = tmp_path / "w.ckpt"
+    params = [{"name": n, "data": p} for n, p in _tiny().parameters_and_names()]
+    ms.save_checkpoint(params, str(path), append_dict={"meta.class_names": "[ant"})
+    with pytest.raises(ValueError, match=r"w.ckpt: metadata 'class_names': not a JSON list of class names"):
+        read_class_names(path)
+
+
+def test_converted_files_carry_class_names(tmp_path):
+    save_weights(_tiny(1000), tmp_path / "in1k.ckpt")  # a 1000-class file without names
+    summary = convert_checkpoint(tmp_path / "in1k.ckpt", tmp_path / "out1k.ckpt", "deit_tiny_patch16_224", **TINY)
+    assert summary.endswith("(num_classes=1000, img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3); "
+                            "1000 class names of ImageNet-1k")
+    assert read_class_names(tmp_path / "out1k.ckpt") == imagenet_class_names()
+
+    names = tmp_path / "names.txt"
+    names.write_text("ant\nbee\ncat\n")
+    save_weights(_tiny(), tmp_path / "in.ckpt")
+    assert convert_checkpoint(tmp_path / "in.ckpt", tmp_path / "a.ckpt", "deit_tiny_patch16_224",
+                              class_names_file=names, **TINY).endswith(f"; 3 class names from {names}")
+    # Converting a file that stores names keeps them; a file without any gets none.
+    assert convert_checkpoint(tmp_path / "a.ckpt", tmp_path / "b.ckpt", "deit_tiny_patch16_224", **TINY).endswith(
+        f"; 3 class names kept from {tmp_path / 'a.ckpt'}")
+    assert read_class_names(tmp_path / "b.ckpt") == ["ant", "bee", "cat"]
+    convert_checkpoint(tmp_path / "in.ckpt", tmp_path / "c.ckpt", "deit_tiny_patch16_224", **TINY)
+    assert read_class_names(tmp_path / "c.ckpt") is None
+
+    names.write_text("ant\nbee\ncat\ndog\n")
+    with pytest.raises(ValueError, match="names.txt: 4 class names, but the model has 3 classes"):
+        convert_checkpoint(tmp_path / "in.ckpt", tmp_path / "d.ckpt", "deit_tiny_patch16_224",
+                           class_names_file=names, **TINY)
+    assert not (tmp_path / "d.ckpt").exists()
+
+
+def test_a_ckpt_without_metadata_has_empty_metadata(tmp_path):
+    # Before: MindSpore refused the selection of meta.* entries as empty ("not a readable MindSpore checkpoint").
+    save_weights(_mini(), tmp_path / "bare.ckpt")
+    assert read_checkpoint_meta(tmp_path / "bare.ckpt") == {}
 
 
 def _flip_middle(path: Path, n: int = 40) -> None:

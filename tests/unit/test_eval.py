@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.evaluate import evaluate, format_comparison, unwrap_pipeline_error
+from src.evaluate import evaluate, format_comparison, format_per_class, per_class_results, unwrap_pipeline_error
 from src.models import create_model
 
 ARCH = dict(name="deit_tiny_patch16_224", num_classes=3, img_size=32, patch_size=8, embed_dim=48, depth=3,
@@ -42,7 +42,7 @@ def test_evaluate_counts_only_valid_rows(threshold, pooled):
     valid = np.array([1, 1, 0, 1, 1, 0, 1, 0], np.int32)
     bad_labels = np.where(valid == 1, labels, (labels + 1) % 3).astype(np.int32)
     dataset = _FakeDataset([(images[:4], bad_labels[:4], valid[:4]), (images[4:], bad_labels[4:], valid[4:])])
-    result = evaluate(model, dataset, progress=False)
+    result = evaluate(model, dataset, progress=False, per_class=True)
 
     assert model.training  # the previous mode is restored
     model.set_train(False)
@@ -53,6 +53,9 @@ def test_evaluate_counts_only_valid_rows(threshold, pooled):
     assert result["num_images"] == 5
     assert result["top1"] == pytest.approx(100.0 * np.mean(logits.argmax(axis=1) == labels[keep]))
     assert result["loss"] == pytest.approx(-log_prob[np.arange(5), labels[keep]].mean(), rel=1e-5)
+    confusion = np.zeros((3, 3), np.int64)
+    np.add.at(confusion, (labels[keep], logits.argmax(axis=1)), 1)
+    assert result["confusion"] == confusion.tolist()  # the padding rows are not counted here either
     assert result["pooled_fraction"] == [pooled] and result["pruned_fraction"] == [1.0 - pooled]
     assert result["svar_mean"][0] > 0
     for key in ("seconds", "images_per_sec", "forward_seconds", "forward_images_per_sec", "first_batch_seconds"):
@@ -67,6 +70,22 @@ def test_evaluate_rejects_all_invalid_and_bad_labels():
     with pytest.raises(ValueError, match="label 7 is outside the model's 3 classes"):
         evaluate(model, _FakeDataset([(images, np.array([0, 7], np.int32), np.ones(2, np.int32))]),
                  progress=False)
+
+
+def test_per_class_top1_and_the_classes_ppt_hurts_first():
+    base = per_class_results([[3, 1, 0], [0, 2, 2], [0, 0, 0]], ["ant", "bee", "cat"])
+    assert base == [{"class": 0, "name": "ant", "images": 4, "top1": 75.0},
+                    {"class": 1, "name": "bee", "images": 4, "top1": 50.0},
+                    {"class": 2, "name": "cat", "images": 0, "top1": None}]
+    ppt = per_class_results([[3, 1, 0], [2, 0, 2], [0, 0, 0]], ["ant", "bee", "cat"])
+    table = format_per_class({"baseline": {"per_class": base}, "PPT": {"per_class": ppt}}).splitlines()
+    assert table[0].split() == ["class", "name", "images", "baseline", "top-1", "%", "PPT", "top-1", "%", "PPT", "vs",
+                                "baseline", "(pts)"]
+    assert [line.split() for line in table[2:]] == [["1", "bee", "4", "50.00", "0.00", "-50.00"],
+                                                    ["0", "ant", "4", "75.00", "75.00", "+0.00"],
+                                                    ["2", "cat", "0", "-", "-", "-"]]
+    alone = format_per_class({"PPT": {"per_class": ppt}}).splitlines()  # one result: in class order
+    assert [line.split()[0] for line in alone[2:]] == ["0", "1", "2"] and "vs" not in alone[0]
 
 
 def test_format_comparison_ratios():

@@ -15,7 +15,7 @@ from src.export import (
     output_path,
     read_mindir_meta,
 )
-from src.inference import MindIRPredictor
+from src.inference import MindIRPredictor, Preprocess
 from src.models import create_model
 
 from ..conftest import make_mini
@@ -136,9 +136,14 @@ def test_onnx_without_its_packages_is_refused(tmp_path):
 def test_onnx_export_with_pp_block_is_verified(tmp_path, graph_mode):
     import onnx  # pylint: disable=import-outside-toplevel
 
+    from src.onnx_runtime import read_onnx_meta  # pylint: disable=import-outside-toplevel
+
     model = _small()
-    result = export_model(model, tmp_path / "m", "ONNX", 2)
+    pre = Preprocess(32, 0.875, "bicubic", (0.5,) * 3, (0.5,) * 3, "/data", tuple(f"shape{i}" for i in range(10)))
+    result = export_model(model, tmp_path / "m", "ONNX", 2, data_info=pre.to_dict())
     assert result.path.name == "m.onnx" and result.max_abs_diff < 1e-4
+    # The class names sit in the same metadata as the preprocessing settings, as in a MindIR.
+    assert Preprocess.from_dict(read_onnx_meta(result.path).info, str(result.path)) == pre
     graph = onnx.load(str(result.path)).graph
     names = [init.name for init in graph.initializer]
     assert len(names) == len(set(names))  # the clashing Sort->TopK "k" initializers were replaced

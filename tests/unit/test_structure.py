@@ -14,7 +14,7 @@ LAYERS = {
     "token_reduction": 0,
     "models": 1,
     "fileio": 2, "mslog": 2, "schema": 2, "config": 2, "torch_pickle": 2, "checkpoint": 2, "data": 2,
-    "flops": 2, "timing": 2, "resources": 2,
+    "flops": 2, "timing": 2, "resources": 2, "class_names": 2,
     "factory": 3,
     "train": 4, "evaluate": 4, "export": 4, "inference": 4, "benchmark": 4, "sweep": 4, "budget": 4,
     "visualize": 4, "calibrate": 4, "onnx_graph": 4, "onnx_runtime": 4,

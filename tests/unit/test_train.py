@@ -2,6 +2,8 @@
 exact resume (slow), divergence and resume-file errors, refused starts, the train/aug config sections."""
 
 import json
+import os
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -203,14 +205,22 @@ def test_epoch_outputs_are_loadable_and_logged(first_epoch):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["best.ckpt", "best_ema.ckpt", "config.yaml", "epoch_0001.ckpt", "epoch_0001.ema.ckpt",
                      "epoch_0001.state.ckpt", "log.jsonl"]
-    from src.checkpoint import load_weights, read_checkpoint_meta
+    from src.checkpoint import load_weights, read_checkpoint_meta, read_class_names
     for name in ("best.ckpt", "epoch_0001.ema.ckpt"):
         load_weights(tiny_model(), out / name)  # strict: what eval.py --ckpt does
     assert read_checkpoint_meta(out / "best.ckpt")["epoch"] == 1
+    # Every weights file names the classes its labels stood for: the training split's sorted class folders.
+    for name in ("best.ckpt", "best_ema.ckpt", "epoch_0001.ckpt", "epoch_0001.ema.ckpt"):
+        assert read_class_names(out / name) == ["c0", "c1", "c2"], name
+    assert _state_record(out / "epoch_0001.state.ckpt")["class_names"] == ["c0", "c1", "c2"]
     (record,) = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert record["epoch"] == 1 and record["global_step"] == 3 and np.isfinite(record["train_loss"])
     assert {"top1", "top5", "pooled_fraction", "svar_mean", "macs"} <= set(record["val"]) and "val_ema" in record
     assert load_config(out / "config.yaml") == cfg
+
+
+def _state_record(path):
+    return json.loads(ms.load_checkpoint(str(path))["meta.train_state"])
 
 
 def _copy_run(src, dst):
@@ -271,6 +281,23 @@ def test_resume_file_errors(first_epoch, tmp_path, pynative):
     wider = dict(cfg, model=dict(cfg["model"], embed_dim=96))
     with pytest.raises(ResumeError, match=r"model\.embed_dim: the file has 48, this run has 96"):
         train(wider, output_dir=tmp_path / "x", resume=str(state), progress=False)
+
+    # Other class folders would change what the labels mean; a state written before names were stored resumes.
+    renamed = tmp_path / "renamed"
+    for split in ("train", "val"):
+        for label in range(3):
+            (renamed / split).mkdir(parents=True, exist_ok=True)
+            os.symlink(Path(cfg["data"]["path"]) / split / f"c{label}", renamed / split / f"k{label}")
+    moved = dict(cfg, data=dict(cfg["data"], path=str(renamed)))
+    with pytest.raises(ResumeError, match=r"written for other class folders \(class 0 is 'c0' vs 'k0': the file's "
+                                          r"vs this run's\); the labels would change meaning"):
+        train(moved, output_dir=tmp_path / "x", resume=str(state), progress=False)
+    old = tmp_path / "old.state.ckpt"
+    entries = ms.load_checkpoint(str(state))
+    record = {k: v for k, v in json.loads(entries.pop("meta.train_state")).items() if k != "class_names"}
+    ms.save_checkpoint([{"name": n, "data": p} for n, p in entries.items()], str(old),
+                       append_dict={"meta.train_state": json.dumps(record)})
+    assert train(moved, output_dir=tmp_path / "y", resume=str(old), stop_after_epoch=1, progress=False).epochs_run == 0
 
     assert find_resume_file(out) == state and find_resume_file(out / "epoch_0001.ckpt") == state
     with pytest.raises(ResumeError, match="no training state epoch_0001.state.ckpt"):

@@ -9,6 +9,8 @@ from src.inference import Preprocess
 from src.models import create_model
 from src.visualize import (
     MIN_PANEL,
+    _fit,
+    _font,
     collect_images,
     render_block,
     render_grid,
@@ -93,6 +95,14 @@ def test_render_block_blacks_out_pruned_and_tints_each_group_in_one_colour():
     assert render_grid([Image.fromarray(panel)] * 3).size == (3 * panel.shape[1] + 12, panel.shape[0])
 
 
+def test_long_captions_are_cut_to_the_panel():
+    font = _font()
+    name = "toilet tissue, toilet paper, bathroom tissue"  # ImageNet class 999
+    cut = _fit(f"prediction: {name} (class 999, 87 %)", 218, font)
+    assert cut.endswith("...") and cut.startswith("prediction: toilet tissue") and font.getlength(cut) <= 218
+    assert _fit("prediction: ant", 218, font) == "prediction: ant"
+
+
 def test_visualize_images_writes_one_png_per_block_and_a_grid(tmp_path):
     ms.set_context(mode=ms.PYNATIVE_MODE)
     for name in ("x", "y"):
@@ -102,12 +112,16 @@ def test_visualize_images_writes_one_png_per_block_and_a_grid(tmp_path):
     Image.new("RGB", (36, 36), (10, 200, 30)).save(tmp_path / "sub" / "x.png")  # same stem as x.png
     paths = collect_images([tmp_path])
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["sub/x.png", "x.png", "y.png"]
-    results = visualize_images(tiny_model(1e9), paths, tmp_path / "out", PRE, "RANDOM WEIGHTS")
+    classes = ("ant", "bee", "cat")
+    with pytest.raises(ValueError, match="2 class names, but the model has 3 classes"):
+        visualize_images(tiny_model(1e9), paths, tmp_path / "out", PRE, "RANDOM WEIGHTS", classes[:2])
+    results = visualize_images(tiny_model(1e9), paths, tmp_path / "out", PRE, "RANDOM WEIGHTS", classes)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(f"{stem}_{suffix}.png" for stem in ("sub_x", f"{tmp_path.name}_x", "y")
                            for suffix in ("block1", "block2", "grid"))
     assert [b["tokens"] for b in results[0]["blocks"]] == [13, 9]
     assert all(b["decision"] == "pool" for item in results for b in item["blocks"])
+    assert [item["prediction_name"] for item in results] == [classes[item["prediction"]] for item in results]
     with Image.open(results[0]["blocks"][0]["png"]) as block, Image.open(results[0]["grid"]) as grid:
         assert block.format == grid.format == "PNG" and block.width == 224 and block.height > 224
         assert grid.size == (3 * 224 + 2 * 6, block.height)
