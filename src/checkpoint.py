@@ -350,10 +350,16 @@ def _entry(state: dict[str, np.ndarray], name: str, ndim: int, source: str) -> n
     return state[name]
 
 
+def _family(name: str) -> tuple[str, type]:
+    """Models of one family share numerics and data settings: the name's first word and the building class."""
+    return name.split("_")[0], model_class(name)
+
+
 def _pick_candidate(best: list[str], overrides: dict[str, dict[str, Any]], source: str) -> str:
-    """One of the equally good registered models: the one the file is named after, else an error naming them
-    (e.g. timm's ViT-S and DeiT-S have the same shapes but not the same data settings)."""
-    if len(best) == 1:
+    """One of the equally good registered models: within one family the first; across families (timm's ViT-S
+    and DeiT-S have the same shapes but not the same data settings) the one the file is named after, else an
+    error naming them."""
+    if len({_family(name) for name in best}) == 1:
         return best[0]
     named = [name for name in best if name in os.path.basename(source)]
     if len(named) == 1:
@@ -373,6 +379,7 @@ def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -
     models for a mindcv checkpoint and among the others otherwise. When several fit equally well, the one
     whose name the file name contains is chosen; otherwise a ValueError names them.
     """
+    check_mindcv_features(state, source)
     proj = _entry(state, "patch_embed.proj.weight", 4, source)
     pos_embed = _entry(state, "pos_embed", 3, source)
     head = _entry(state, "head.weight", 2, source)
