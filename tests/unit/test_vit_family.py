@@ -10,6 +10,9 @@ from src.checkpoint import CheckpointMismatchError, convert_checkpoint, infer_mo
 from src.flops import count_macs_spec, count_params_spec
 from src.models import MindcvVisionTransformer, create_model, list_models, model_class, model_spec
 from src.token_reduction import PPTSetting
+from src.zoo import zoo_markdown
+
+from ..conftest import ROOT
 
 # (embed, depth, heads) of timm's sizes (timm/models/vision_transformer.py: vit_<size>_patch<p>_<img>)
 TIMM_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
@@ -216,3 +219,9 @@ def test_timm_vit_and_deit_shapes_are_told_apart_by_name_or_not_at_all(tmp_path)
     assert ": vit_small_patch16_224 (num_classes=1000, depth=1)" in convert_checkpoint(
         tmp_path / "vit_small_patch16_224.augreg_in21k_ft_in1k.ckpt", tmp_path / "out.ckpt")
     assert set(read_state_dict(tmp_path / "out.ckpt")) == set(state)
+
+
+# ----------------------------------------------------------------------------------------------- README
+
+def test_readme_models_table_is_the_registry():
+    assert zoo_markdown() in (ROOT / "README.md").read_text(encoding="utf-8")
