@@ -225,3 +225,26 @@ def test_timm_vit_and_deit_shapes_are_told_apart_by_name_or_not_at_all(tmp_path)
 
 def test_readme_models_table_is_the_registry():
     assert zoo_markdown() in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_mindcv_model_with_ppt_is_the_same_in_both_modes():
+    """mindcv's block keeps the reduction where every PP block has it: PyNative and graph mode agree, decisions too."""
+    from src.models import PPTStats  # pylint: disable=import-outside-toplevel
+
+    ms.set_seed(0)
+    model = create_model("vit_b_16_224", num_classes=10, ppt={"r": 4, "layers": [0, 1], "threshold": 4e-5}, **TINY)
+    model.set_train(False)
+    x = _images(32, 4)
+    outputs = []
+    for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
+        ms.set_context(mode=mode)
+        try:
+            outputs.append([t.asnumpy() for t in PPTStats(model)(x)])
+        finally:
+            ms.set_context(mode=ms.PYNATIVE_MODE)
+    (logits, pooled, svar), (logits_g, pooled_g, svar_g) = outputs
+    np.testing.assert_allclose(logits_g, logits, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(pooled_g, pooled)
+    assert pooled.any() and not pooled.all()  # a mixed batch: both branches taken
+    np.testing.assert_allclose(svar_g, svar, rtol=1e-5)
+    assert model.tokens_per_block == (13, 9)
