@@ -328,6 +328,9 @@ def check_mindcv_features(state: dict[str, np.ndarray], source: str = "state dic
     found = [what for pattern, what in _MINDCV_UNSUPPORTED if any(re.match(pattern, name) for name in state)]
     if "cls_token" not in state:
         found.append("class_token=False")
+    pos_embed = state.get("pos_embed")
+    if pos_embed is not None and pos_embed.ndim == 3 and math.isqrt(pos_embed.shape[1]) ** 2 == pos_embed.shape[1]:
+        found.append("no_embed_class=True")  # position embeddings for the patches only (a square grid)
     if found:
         raise ValueError(f"{source}: a mindcv ViT with {', '.join(found)}: not supported (only the class-token "
                          "head on the final norm, as mindcv's vit_* models build it)")

@@ -8,7 +8,8 @@ head on the class token) built from MindSpore's defaults where timm's differ, wh
 
 This module states those differences once; the registered mindcv models (``vit_b_16_224``, ...) use this class.
 Options of mindcv's constructor that change the structure (``global_pool='avg'``, ``fc_norm``, ``pre_norm``,
-LayerScale, ``qk_norm``, no class token) are not supported: ``src.checkpoint`` refuses such checkpoints.
+LayerScale, ``qk_norm``, ``no_embed_class``, no class token) are not supported: ``src.checkpoint`` refuses such
+checkpoints.
 """
 from collections.abc import Mapping
 

@@ -147,6 +147,7 @@ def test_mindcv_checkpoint_loads_directly_in_both_modes(mindcv_vit, tmp_path):
     (dict(fc_norm=True), "fc_norm"),
     (dict(pre_norm=True), "pre_norm=True"),
     (dict(init_values=1e-5), r"LayerScale \(init_values\)"),
+    (dict(no_embed_class=True), "no_embed_class=True"),
 ])
 def test_unsupported_mindcv_options_are_refused_in_one_line(mindcv_vit, tmp_path, kwargs, what):
     theirs = _mindcv_model(mindcv_vit, image_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3,
