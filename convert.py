@@ -1,9 +1,10 @@
-"""Convert DeiT weights (PyTorch .pth/.pt/.bin, timm .safetensors or .ckpt) to a MindSpore .ckpt.
+"""Convert DeiT / ViT weights (PyTorch .pth/.pt/.bin, timm .safetensors, mindcv or MindSpore .ckpt) to a .ckpt.
 
     python convert.py deit_small_patch16_224-cd65a155.pth deit_small.ckpt
     python convert.py weights.safetensors out.ckpt --model deit_tiny_patch16_224 --img_size 112 --patch_size 8
 
-Without --model the architecture is inferred from the weight shapes. The weights are loaded strictly into
+Without --model the architecture is inferred from the weight shapes (a timm ViT and a DeiT of the same shapes are
+told apart by the file name, or --model is needed). The weights are loaded strictly into
 the model before the output is written (atomically), so a mismatching file never produces a .ckpt. The output
 carries a CRC32 and the class names: --class_names FILE, else those stored in the input, else ImageNet-1k's
 for 1000 classes. Errors are one line with exit code 1 (PPT_DEBUG=1 shows the traceback).

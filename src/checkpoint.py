@@ -1,4 +1,4 @@
-"""Checkpoint I/O: read DeiT weights from PyTorch / timm / MindSpore files and load them strictly.
+"""Checkpoint I/O: read DeiT / ViT weights from PyTorch / timm / MindSpore / mindcv files and load them strictly.
 
 Supported inputs (chosen by file extension):
 
@@ -35,13 +35,14 @@ from .class_names import (
     names_to_json,
 )
 from .fileio import PathLike, atomic_path
-from .models import create_model, list_models, model_spec
+from .models import MindcvVisionTransformer, create_model, list_models, model_class, model_spec
 from .mslog import held_mindspore_logs
 from .torch_pickle import UnsafePickleError, bf16_to_f32, quoted, read_torch_zip
 
 __all__ = [
     "CheckpointMismatchError", "UnsafePickleError", "read_state_dict", "load_state_dict", "load_weights",
     "save_weights", "read_checkpoint_meta", "read_class_names", "infer_model_args", "convert_checkpoint",
+    "is_mindcv_state", "check_mindcv_features",
 ]
 
 MetaValue = int | float | str | bool | list[str]  # a list only for the class names
@@ -204,6 +205,7 @@ def load_state_dict(model: nn.Cell, state: dict[str, np.ndarray], drop_head: boo
     kind and naming the first few; nothing is assigned unless everything matches. ``drop_head=True`` ignores
     ``head.*``/``head_dist.*`` in ``state`` and keeps the model's own heads (fine-tuning to another class count).
     """
+    check_mindcv_features(state, source)
     params = {name: param for name, param in model.parameters_and_names()
               if not (drop_head and _is_head(name))}
     if drop_head:
@@ -300,15 +302,75 @@ def read_class_names(path: PathLike) -> list[str] | None:
     return read_checkpoint_meta(path).get(CLASS_NAMES_KEY)
 
 
+# ----------------------------------------------------------------------------------------------- mindcv checkpoints
+# A .ckpt saved from mindcv's VisionTransformer has timm's parameter names except its LayerNorms (nn.LayerNorm:
+# gamma/beta); the registered mindcv models (src/models/mindcv_vit.py) carry the same names, so no renaming is
+# needed. What the weights reveal of the mindcv options this project does not implement is refused here.
+
+_MINDCV_UNSUPPORTED = (  # (entry name pattern, what it means)
+    (r"fc_norm\.", "fc_norm (global_pool='avg' or fc_norm=True)"),
+    (r"norm_pre\.", "pre_norm=True"),
+    (r"blocks\.\d+\.ls[12]\.", "LayerScale (init_values)"),
+    (r"blocks\.\d+\.attn\.[qk]_norm\.", "qk_norm=True"),
+)
+
+
+def is_mindcv_state(state: dict[str, np.ndarray]) -> bool:
+    """Whether ``state`` comes from mindcv: its LayerNorms store ``beta`` (timm's and DeiT's store ``bias``)."""
+    return any(name.endswith(".beta") for name in state)
+
+
+def check_mindcv_features(state: dict[str, np.ndarray], source: str = "state dict") -> None:
+    """Refuse, in one line, a mindcv ViT with an option this project does not implement. (``global_pool='avg'``
+    with ``fc_norm=False`` leaves no trace in the weights and cannot be detected.)"""
+    if not is_mindcv_state(state):
+        return
+    found = [what for pattern, what in _MINDCV_UNSUPPORTED if any(re.match(pattern, name) for name in state)]
+    if "cls_token" not in state:
+        found.append("class_token=False")
+    pos_embed = state.get("pos_embed")
+    if pos_embed is not None and pos_embed.ndim == 3 and math.isqrt(pos_embed.shape[1]) ** 2 == pos_embed.shape[1]:
+        found.append("no_embed_class=True")  # position embeddings for the patches only (a square grid)
+    if found:
+        raise ValueError(f"{source}: a mindcv ViT with {', '.join(found)}: not supported (only the class-token "
+                         "head on the final norm, as mindcv's vit_* models build it)")
+
+
 # ----------------------------------------------------------------------------------------------- conversion
 
+def _seen_shapes(state: dict[str, np.ndarray]) -> str:
+    """The entries an architecture is inferred from, as the file has them (for an error message)."""
+    names = ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight", "head.weight")
+    shown = [f"{name} {_fmt_shape(state[name].shape)}" for name in names if name in state]
+    return f"{len(state)} entries; " + (", ".join(shown) if shown else f"first: {', '.join(list(state)[:_SHOWN])}")
+
+
 def _entry(state: dict[str, np.ndarray], name: str, ndim: int, source: str) -> np.ndarray:
-    if name not in state:
-        raise ValueError(f"{source}: cannot infer the architecture: no '{name}' entry (name the model explicitly)")
-    if state[name].ndim != ndim:
-        raise ValueError(f"{source}: cannot infer the architecture: '{name}' has shape "
-                         f"{_fmt_shape(state[name].shape)}, expected {ndim} dims")
+    if name not in state or state[name].ndim != ndim:
+        what = "no" if name not in state else f"a {state[name].ndim}-dim"
+        raise ValueError(f"{source}: cannot infer the architecture: {what} '{name}' entry ({ndim} dims expected); "
+                         f"it holds {_seen_shapes(state)} (name the model explicitly)")
     return state[name]
+
+
+def _family(name: str) -> tuple[str, type]:
+    """Models of one family share numerics and data settings: the name's first word and the building class."""
+    return name.split("_")[0], model_class(name)
+
+
+def _pick_candidate(best: list[str], overrides: dict[str, dict[str, Any]], source: str) -> str:
+    """One of the equally good registered models: within one family the first; across families (timm's ViT-S
+    and DeiT-S have the same shapes but not the same data settings) the one the file is named after, else an
+    error naming them."""
+    if len({_family(name) for name in best}) == 1:
+        return best[0]
+    named = [name for name in best if name in os.path.basename(source)]
+    if len(named) == 1:
+        return named[0]
+    arch = overrides[best[0]]
+    details = f" with {', '.join(f'{k}={v}' for k, v in arch.items())}" if arch else ""
+    raise ValueError(f"{source}: the shapes fit {len(best)} registered models with the same architecture"
+                     f"{details} but their own data settings: {', '.join(best)}; name the model explicitly")
 
 
 def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -> tuple[str, int, dict[str, Any]]:
@@ -316,30 +378,36 @@ def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -
 
     embed_dim, patch_size, depth, mlp_ratio, distillation (``dist_token``), img_size (``pos_embed`` length)
     and num_classes (``head.weight``) come from the shapes; num_heads cannot, so it is taken from the
-    registered model of the same width (preferring the one needing the fewest overrides).
+    registered model of the same width (preferring the one needing the fewest overrides), among mindcv's
+    models for a mindcv checkpoint and among the others otherwise. When several fit equally well, the one
+    whose name the file name contains is chosen; otherwise a ValueError names them.
     """
+    check_mindcv_features(state, source)
     proj = _entry(state, "patch_embed.proj.weight", 4, source)
     pos_embed = _entry(state, "pos_embed", 3, source)
     head = _entry(state, "head.weight", 2, source)
     fc1 = _entry(state, "blocks.0.mlp.fc1.weight", 2, source)
     embed_dim, patch_size = proj.shape[0], proj.shape[2]
-    distilled = "dist_token" in state
+    distilled, mindcv = "dist_token" in state, is_mindcv_state(state)
     num_patches = pos_embed.shape[1] - (2 if distilled else 1)
     grid = math.isqrt(max(num_patches, 0))
     if grid * grid != num_patches:
         raise ValueError(f"{source}: cannot infer img_size: pos_embed {_fmt_shape(pos_embed.shape)} does not hold "
-                         f"a square grid of patches")
+                         f"a square grid of patches; it holds {_seen_shapes(state)}")
     block_ids = {int(m.group(1)) for m in (re.match(r"blocks\.(\d+)\.", name) for name in state) if m}
-    depth = max(block_ids) + 1
-    arch = {"img_size": grid * patch_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
-            "mlp_ratio": fc1.shape[0] / embed_dim}
+    arch = {"img_size": grid * patch_size, "patch_size": patch_size, "embed_dim": embed_dim,
+            "depth": max(block_ids) + 1, "mlp_ratio": fc1.shape[0] / embed_dim}
     candidates = [name for name in list_models() if model_spec(name).distilled == distilled
-                  and model_spec(name).embed_dim == embed_dim]
+                  and model_spec(name).embed_dim == embed_dim
+                  and issubclass(model_class(name), MindcvVisionTransformer) == mindcv]
     if not candidates:
-        raise ValueError(f"{source}: cannot infer num_heads: embed_dim {embed_dim} (distilled={distilled}) matches "
-                         "no registered model; name the model and its architecture overrides explicitly")
+        kind = "a mindcv ViT" if mindcv else f"distilled={distilled}"
+        raise ValueError(f"{source}: cannot infer num_heads: embed_dim {embed_dim} ({kind}) matches no registered "
+                         f"model; it holds {_seen_shapes(state)}; name the model and its architecture overrides "
+                         "explicitly")
     overrides = {name: {k: v for k, v in arch.items() if getattr(model_spec(name), k) != v} for name in candidates}
-    best = min(candidates, key=lambda name: len(overrides[name]))
+    fewest = min(len(changes) for changes in overrides.values())
+    best = _pick_candidate([name for name in candidates if len(overrides[name]) == fewest], overrides, source)
     return best, head.shape[0], overrides[best]
 
 

@@ -81,6 +81,15 @@ def count_macs_spec(spec: ViTSpec, num_classes: int = 1000, ppt: PPTSetting | No
     return {"total": patch_embed + sum(per_block) + final_norm + heads, "per_block": per_block}
 
 
+def count_params_spec(spec: ViTSpec, num_classes: int = 1000) -> int:
+    """Parameters of a model of architecture ``spec``, unbuilt (building ViT-L takes most of a minute on a CPU)."""
+    c, m = spec.embed_dim, spec.hidden_dim
+    embed = c * spec.in_chans * spec.patch_size ** 2 + c + spec.num_prefix_tokens * c + spec.num_tokens * c
+    block = 4 * c + (3 * c * c + 3 * c) + (c * c + c) + (c * m + m) + (m * c + c)  # norms, qkv, proj, fc1, fc2
+    heads = (2 if spec.distilled else 1) * (c * num_classes + num_classes)
+    return embed + spec.depth * block + 2 * c + heads
+
+
 def count_macs(model: Any) -> MacCounts:
     """MACs of one image through a built ``src.models.VisionTransformer`` (its spec, classes and setting)."""
     if not all(hasattr(model, name) for name in ("spec", "num_classes", "ppt")):

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..token_reduction import PPTSetting
+from .mindcv_vit import MindcvVisionTransformer
 from .spec import ViTSpec
 from .vit import VisionTransformer
 
-__all__ = ["register_model", "list_models", "model_spec", "create_model"]
+__all__ = ["register_model", "list_models", "model_spec", "model_class", "create_model"]
 
 _MODELS: dict[str, tuple[ViTSpec, type[VisionTransformer]]] = {}
 
@@ -27,6 +28,26 @@ for _size, _dim, _heads in (("tiny", 192, 3), ("small", 384, 6), ("base", 768, 1
 register_model("deit_base_patch16_384", ViTSpec(img_size=384))
 register_model("deit_base_distilled_patch16_384", ViTSpec(img_size=384, distilled=True))
 
+# timm's ViTs (Dosovitskiy et al.; the AugReg weights of Steiner et al.): DeiT's block and parameter names, other
+# sizes and patch sizes. The (size, patch, img) triples are the ones timm defines.
+_VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
+for _size, _patch, _img in (("tiny", 16, 224), ("tiny", 16, 384), ("small", 16, 224), ("small", 16, 384),
+                            ("small", 32, 224), ("small", 32, 384), ("base", 16, 224), ("base", 16, 384),
+                            ("base", 32, 224), ("base", 32, 384), ("large", 16, 224), ("large", 16, 384),
+                            ("large", 32, 224), ("large", 32, 384)):
+    _dim, _depth, _heads = _VIT_SIZES[_size]
+    register_model(f"vit_{_size}_patch{_patch}_{_img}",
+                   ViTSpec(img_size=_img, patch_size=_patch, embed_dim=_dim, depth=_depth, num_heads=_heads))
+
+# mindcv's ViTs, with mindcv's names, numerics and parameter names (src/models/mindcv_vit.py): their checkpoints
+# (mindcv publishes vit_b_32_224, vit_l_16_224 and vit_l_32_224) load one to one.
+for _size, _patch, _img in (("b", 16, 224), ("b", 16, 384), ("l", 16, 224), ("l", 16, 384), ("b", 32, 224),
+                            ("b", 32, 384), ("l", 32, 224)):
+    _dim, _depth, _heads = _VIT_SIZES["base" if _size == "b" else "large"]
+    register_model(f"vit_{_size}_{_patch}_{_img}",
+                   ViTSpec(img_size=_img, patch_size=_patch, embed_dim=_dim, depth=_depth, num_heads=_heads),
+                   MindcvVisionTransformer)
+
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
@@ -38,6 +59,12 @@ def model_spec(name: str) -> ViTSpec:
     if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
     return _MODELS[name][0]
+
+
+def model_class(name: str) -> type[VisionTransformer]:
+    """The class that builds ``name`` (it fixes the numerics and parameter names its weights need)."""
+    model_spec(name)
+    return _MODELS[name][1]
 
 
 def create_model(name: str, num_classes: int = 1000, ppt: None | PPTSetting | Mapping[str, Any] = None,

@@ -378,10 +378,18 @@ def test_infer_model_args():
     assert infer_model_args(_zeros_state(tiny)) == ("deit_tiny_distilled_patch16_224", 7, {})
     base_384 = {"patch_embed.proj.weight": (768, 3, 16, 16), "pos_embed": (1, 577, 768), "head.weight": (1000, 768),
                 "blocks.0.mlp.fc1.weight": (3072, 768), "blocks.11.norm1.weight": (768,)}
-    assert infer_model_args(_zeros_state(base_384)) == ("deit_base_patch16_384", 1000, {})
+    # DeiT-B and timm's ViT-B have the same shapes: the file name tells them apart, or nothing does
+    assert infer_model_args(_zeros_state(base_384), "deit_base_patch16_384.pth") == ("deit_base_patch16_384", 1000, {})
+    with pytest.raises(ValueError, match=r"^model\.pth: the shapes fit 2 registered models with the same architecture "
+                                         r"but their own data settings: deit_base_patch16_384, vit_base_patch16_384; "
+                                         r"name the model explicitly$"):
+        infer_model_args(_zeros_state(base_384), "model.pth")
     shallow = dict(base_384, pos_embed=(1, 197, 768), **{"blocks.5.norm1.weight": (768,)})
     del shallow["blocks.11.norm1.weight"]
-    assert infer_model_args(_zeros_state(shallow)) == ("deit_base_patch16_224", 1000, {"depth": 6})
+    assert infer_model_args(_zeros_state(shallow), "/x/vit_base_patch16_224.safetensors") == (
+        "vit_base_patch16_224", 1000, {"depth": 6})
+    with pytest.raises(ValueError, match=r"same architecture with depth=6 but"):
+        infer_model_args(_zeros_state(shallow))
     with pytest.raises(ValueError, match="embed_dim 48 .* matches no registered model"):
         infer_model_args(read_state_dict(MINI_ST))
 

@@ -17,7 +17,7 @@ LAYERS = {
     "flops": 2, "timing": 2, "resources": 2, "class_names": 2,
     "factory": 3,
     "train": 4, "evaluate": 4, "export": 4, "inference": 4, "benchmark": 4, "sweep": 4, "budget": 4,
-    "visualize": 4, "calibrate": 4, "onnx_graph": 4, "onnx_runtime": 4,
+    "visualize": 4, "calibrate": 4, "zoo": 4, "onnx_graph": 4, "onnx_runtime": 4,
     "cli": 5,
 }
 MAX_FUNCTION_LINES = 60
