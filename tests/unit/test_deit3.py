@@ -4,11 +4,13 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from src.checkpoint import CheckpointMismatchError, convert_checkpoint, infer_model_args, load_weights, read_state_dict
 from src.flops import count_macs_spec
 from src.models import ViTSpec, create_model, list_models, model_spec
 from src.token_reduction import PPTSetting
 
-from ..conftest import FIXTURES, make_mini, read_golden
+from ..conftest import FIXTURES, MINI_ARCH, make_mini, read_golden
+from ..torch_zip import state_to_pth
 from .test_golden import assert_matches_golden, golden_ppt
 
 DEIT3 = FIXTURES / "deit3"
@@ -89,3 +91,66 @@ def test_parameter_count_and_init_match_timm(name):
     dim = model_spec(name).embed_dim
     np.testing.assert_array_equal(params["blocks.3.ls2.gamma"].asnumpy(), np.full(dim, 1e-6, np.float32))
     assert not any(".ls" in n for n, _ in create_model("deit_small_patch16_224").parameters_and_names())
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+def _shapes(name: str, **kwargs) -> dict[str, np.ndarray]:
+    return {n: np.zeros(p.shape, np.float32) for n, p in create_model(name, **kwargs).parameters_and_names()}
+
+
+@pytest.mark.parametrize("name", ["deit3_base_patch16_384", "deit3_medium_patch16_224"])
+def test_infer_deit3_from_shapes(name):
+    assert infer_model_args(_shapes(name, num_classes=5)) == (name, 5, {})
+
+
+def test_infer_deit3_with_overrides():
+    state = _shapes("deit3_small_patch16_224", num_classes=10, img_size=112, patch_size=8, depth=3)
+    assert infer_model_args(state) == ("deit3_small_patch16_224", 10, {"img_size": 112, "patch_size": 8, "depth": 3})
+    # the same shapes without LayerScale are a DeiT, whose pos_embed also holds the class token
+    plain = {n: v for n, v in state.items() if ".ls" not in n}
+    with pytest.raises(ValueError, match=r"pos_embed \(1,196,384\) does not hold a square grid"):
+        infer_model_args(plain)
+
+
+def test_release_layer_scale_names_are_read_as_timm_names(tmp_path):
+    """The DeiT III release .pth files name the LayerScale vectors gamma_1 / gamma_2."""
+    state = read_state_dict(DEIT3 / "deit3_mini.safetensors")
+    release = {n.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2"): v for n, v in state.items()}
+    assert "blocks.0.gamma_1" in release
+    state_to_pth(tmp_path / "deit_3_mini.pth", release)
+    again = read_state_dict(tmp_path / "deit_3_mini.pth")
+    assert list(again) == list(state)
+    for name in state:
+        np.testing.assert_array_equal(again[name], state[name])
+
+
+def test_convert_deit3_and_reload(tmp_path, golden3):
+    summary = convert_checkpoint(DEIT3 / "deit3_mini.safetensors", tmp_path / "deit3.ckpt", "deit3_small_patch16_224",
+                                 **MINI_ARCH)
+    assert "deit3_small_patch16_224 (num_classes=10, img_size=112, patch_size=8, embed_dim=48" in summary
+    model = create_model("deit3_small_patch16_224", num_classes=10, **MINI_ARCH)
+    load_weights(model, tmp_path / "deit3.ckpt")
+    model.set_train(False)
+    x = ms.Tensor(golden3[1]["input"].astype(np.float32))
+    np.testing.assert_allclose(model(x).asnumpy(), golden3[1]["baseline/logits"], atol=1e-4, rtol=0)
+
+
+def _mismatch(model_name: str, weights: str) -> str:
+    with pytest.raises(CheckpointMismatchError) as info:
+        make_mini(name=model_name, weights_file=weights)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400, message
+    return message
+
+
+def test_deit3_weights_into_deit_fail_strictly():
+    message = _mismatch("deit_small_patch16_224", WEIGHTS)
+    assert "unexpected 24: [blocks.0.ls1.gamma (48); blocks.0.ls2.gamma (48); blocks.1.ls1.gamma (48); ...]" in message
+    assert "mismatched 1: [pos_embed file (1,196,48) vs model (1,197,48)]" in message
+
+
+def test_deit_weights_into_deit3_fail_strictly():
+    message = _mismatch("deit3_small_patch16_224", "deit_mini.safetensors")
+    assert "missing 24: [blocks.0.ls1.gamma (48); blocks.0.ls2.gamma (48); blocks.1.ls1.gamma (48); ...]" in message
+    assert "mismatched 1: [pos_embed file (1,197,48) vs model (1,196,48)]" in message
