@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from src.checkpoint import CheckpointMismatchError, convert_checkpoint, infer_model_args, load_weights, read_state_dict
+from src.export import export_model
 from src.flops import count_macs_spec
 from src.models import ViTSpec, create_model, list_models, model_spec
+from src.onnx_graph import expected_patterns
 from src.token_reduction import PPTSetting
 
 from ..conftest import FIXTURES, MINI_ARCH, make_mini, read_golden
@@ -154,3 +156,29 @@ def test_deit_weights_into_deit3_fail_strictly():
     message = _mismatch("deit3_small_patch16_224", "deit_mini.safetensors")
     assert "missing 24: [blocks.0.ls1.gamma (48); blocks.0.ls2.gamma (48); blocks.1.ls1.gamma (48); ...]" in message
     assert "mismatched 1: [pos_embed file (1,197,48) vs model (1,196,48)]" in message
+
+
+# ------------------------------------------------------------------------------------------ export
+
+def _tiny3(seed: int = 0):
+    """A tiny random DeiT III with one PP block and LayerScale gammas far from their init."""
+    model = create_model("deit3_small_patch16_224", num_classes=10, img_size=32, patch_size=8, embed_dim=48, depth=4,
+                         num_heads=3, ppt=dict(r=4, layers=[1], threshold=1e-4, prop_attn=True))
+    rng = np.random.default_rng(seed)
+    for name, param in model.parameters_and_names():
+        if ".ls" in name:
+            param.set_data(ms.Tensor(rng.uniform(0.1, 0.9, param.shape).astype(np.float32)))
+    model.set_train(False)
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
+def test_export_is_verified_on_reload(fmt, tmp_path, graph_mode):
+    if fmt == "ONNX":
+        pytest.importorskip("onnxruntime")
+    model = _tiny3()
+    result = export_model(model, tmp_path / "deit3", fmt, 2)
+    assert result.max_abs_diff is not None and result.max_abs_diff <= result.tolerance, result.summary()
+    if fmt == "ONNX":  # the rewrite found every GELU and LayerNorm of the model (4 + 2 * 4 + 1)
+        assert expected_patterns(model) == {"gelu": 4, "layernorm": 9}
+        assert "4 GELU -> Erf, 9 LayerNorm -> LayerNormalization" in result.note
