@@ -169,18 +169,29 @@ def _check_exists(path: PathLike) -> str:
     return path
 
 
+# The DeiT III release files (facebookresearch/deit models_v2) name the LayerScale vectors blocks.N.gamma_1/2;
+# timm, and so this project, name them blocks.N.ls1.gamma / ls2.gamma.
+_RELEASE_LAYER_SCALE = re.compile(r"^(blocks\.\d+\.)gamma_([12])$")
+
+
+def _timm_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {_RELEASE_LAYER_SCALE.sub(r"\1ls\2.gamma", name): value for name, value in state.items()}
+
+
 def read_state_dict(path: PathLike) -> dict[str, np.ndarray]:
     """Read the weights of a ``.safetensors``, PyTorch (``.pth``/``.pt``/``.bin``) or MindSpore ``.ckpt`` file.
 
-    Returns ``{name: array}`` in the file's order, floating tensors as float32. No torch is needed and no
-    pickle code is run. Raises FileNotFoundError for a missing file and ValueError for anything unreadable.
+    Returns ``{name: array}`` in the file's order, floating tensors as float32, with timm's names (the DeiT III
+    release's ``blocks.N.gamma_1``/``gamma_2`` become ``blocks.N.ls1.gamma``/``ls2.gamma``). No torch is
+    needed and no pickle code is run. Raises FileNotFoundError for a missing file and ValueError for anything
+    unreadable.
     """
     path = _check_exists(path)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".safetensors":
         return _read_safetensors(path)
     if ext in TORCH_EXTS:
-        return read_torch_zip(path)
+        return _timm_names(read_torch_zip(path))
     if ext == ".ckpt":
         return _read_ckpt(path)
     raise ValueError(f"{path}: unsupported checkpoint extension '{ext}', expected .safetensors, "
@@ -373,39 +384,53 @@ def _pick_candidate(best: list[str], overrides: dict[str, dict[str, Any]], sourc
                      f"{details} but their own data settings: {', '.join(best)}; name the model explicitly")
 
 
-def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -> tuple[str, int, dict[str, Any]]:
-    """Infer ``(model_name, num_classes, overrides)`` for :func:`src.models.create_model` from weight shapes.
-
-    embed_dim, patch_size, depth, mlp_ratio, distillation (``dist_token``), img_size (``pos_embed`` length)
-    and num_classes (``head.weight``) come from the shapes; num_heads cannot, so it is taken from the
-    registered model of the same width (preferring the one needing the fewest overrides), among mindcv's
-    models for a mindcv checkpoint and among the others otherwise. When several fit equally well, the one
-    whose name the file name contains is chosen; otherwise a ValueError names them.
-    """
-    check_mindcv_features(state, source)
-    proj = _entry(state, "patch_embed.proj.weight", 4, source)
-    pos_embed = _entry(state, "pos_embed", 3, source)
-    head = _entry(state, "head.weight", 2, source)
-    fc1 = _entry(state, "blocks.0.mlp.fc1.weight", 2, source)
-    embed_dim, patch_size = proj.shape[0], proj.shape[2]
-    distilled, mindcv = "dist_token" in state, is_mindcv_state(state)
-    num_patches = pos_embed.shape[1] - (2 if distilled else 1)
+def _img_size(state: dict[str, np.ndarray], num_prefix: int, patch_size: int, source: str) -> int:
+    """The image size whose patch grid fills ``pos_embed`` after its ``num_prefix`` prefix entries."""
+    pos_embed = state["pos_embed"]
+    num_patches = pos_embed.shape[1] - num_prefix
     grid = math.isqrt(max(num_patches, 0))
     if grid * grid != num_patches:
         raise ValueError(f"{source}: cannot infer img_size: pos_embed {_fmt_shape(pos_embed.shape)} does not hold "
                          f"a square grid of patches; it holds {_seen_shapes(state)}")
+    return grid * patch_size
+
+
+def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -> tuple[str, int, dict[str, Any]]:
+    """Infer ``(model_name, num_classes, overrides)`` for :func:`src.models.create_model` from weight shapes.
+
+    embed_dim, patch_size, depth, mlp_ratio, distillation (``dist_token``), LayerScale (``blocks.0.ls1.gamma``:
+    DeiT III, whose ``pos_embed`` covers the patches only), img_size (``pos_embed`` length) and num_classes
+    (``head.weight``) come from the shapes; num_heads cannot, so it is taken from the registered model of the
+    same family and width (preferring the one needing the fewest overrides), among mindcv's models for a
+    mindcv checkpoint and among the others otherwise. When several fit equally well, the one whose name the
+    file name contains is chosen; otherwise a ValueError names them.
+    """
+    check_mindcv_features(state, source)
+    proj = _entry(state, "patch_embed.proj.weight", 4, source)
+    _entry(state, "pos_embed", 3, source)
+    head = _entry(state, "head.weight", 2, source)
+    fc1 = _entry(state, "blocks.0.mlp.fc1.weight", 2, source)
+    embed_dim, patch_size = proj.shape[0], proj.shape[2]
+    distilled, mindcv = "dist_token" in state, is_mindcv_state(state)
+    layer_scale = "blocks.0.ls1.gamma" in state
     block_ids = {int(m.group(1)) for m in (re.match(r"blocks\.(\d+)\.", name) for name in state) if m}
-    arch = {"img_size": grid * patch_size, "patch_size": patch_size, "embed_dim": embed_dim,
-            "depth": max(block_ids) + 1, "mlp_ratio": fc1.shape[0] / embed_dim}
+    arch = {"patch_size": patch_size, "embed_dim": embed_dim, "depth": max(block_ids) + 1,
+            "mlp_ratio": fc1.shape[0] / embed_dim}
     candidates = [name for name in list_models() if model_spec(name).distilled == distilled
+                  and (model_spec(name).layer_scale_init is not None) == layer_scale
                   and model_spec(name).embed_dim == embed_dim
                   and issubclass(model_class(name), MindcvVisionTransformer) == mindcv]
     if not candidates:
-        kind = "a mindcv ViT" if mindcv else f"distilled={distilled}"
+        kind = "a mindcv ViT" if mindcv else f"distilled={distilled}, layer_scale={layer_scale}"
         raise ValueError(f"{source}: cannot infer num_heads: embed_dim {embed_dim} ({kind}) matches no registered "
                          f"model; it holds {_seen_shapes(state)}; name the model and its architecture overrides "
                          "explicitly")
-    overrides = {name: {k: v for k, v in arch.items() if getattr(model_spec(name), k) != v} for name in candidates}
+    overrides = {}
+    for name in candidates:
+        spec = model_spec(name)
+        prefix = 0 if spec.no_embed_class else spec.num_prefix_tokens
+        wanted = {"img_size": _img_size(state, prefix, patch_size, source), **arch}
+        overrides[name] = {k: v for k, v in wanted.items() if getattr(spec, k) != v}
     fewest = min(len(changes) for changes in overrides.values())
     best = _pick_candidate([name for name in candidates if len(overrides[name]) == fewest], overrides, source)
     return best, head.shape[0], overrides[best]

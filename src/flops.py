@@ -1,4 +1,4 @@
-"""Analytic multiply-accumulate (MAC) counts of DeiT and PPT-DeiT for ONE image.
+"""Analytic multiply-accumulate (MAC) counts of DeiT (and DeiT III) with and without PPT for ONE image.
 
 Convention. The official PPT figures (DeiT-S 4.6 G; ``macs:2.944411999GFLOPs`` for r=50 at blocks
 3, 6, 9) were measured with ``torchprofile.profile_macs`` on the official PyTorch code, so this module
@@ -16,8 +16,10 @@ size ``d = C / H``, MLP width ``M``:
 - patch embedding: ``num_patches * C * in_chans * p^2``;
 - every block: norm1 ``N C``; qkv ``3 N C^2``; ``q @ k^T`` and ``attn @ v`` ``N^2 C`` each; the
   attention-logit scaling ``H N^2`` (the official code scales the logits, not ``q``); proj ``N C^2``;
-  norm2 ``N' C``; fc1 + fc2 ``2 N' C M``. A PP block runs attention on its ``N`` input tokens and the
-  MLP on the ``N' = N - r`` tokens left after the reduction;
+  norm2 ``N' C``; fc1 + fc2 ``2 N' C M``; with LayerScale (DeiT III), its per-channel products on the
+  attention branch ``N C`` and on the MLP branch ``N' C`` (element-wise multiplications, so counted). A PP
+  block runs attention on its ``N`` input tokens and the MLP on the ``N' = N - r`` tokens left after the
+  reduction;
 - a PP block with ``r > 0`` also pays for its reduction, as its policy states
   (``src.token_reduction.policies``, ``TokenReducer.macs``). PPT (``ppt``) is costed as its POOLING
   branch (ToMe bipartite soft matching), the dearer of the two, so PPT figures are upper bounds for any
@@ -55,6 +57,8 @@ def _block_macs(n_in: int, n_out: int, spec: ViTSpec, reduction_macs: int) -> in
     macs += reduction_macs
     macs += n_out * c  # norm2
     macs += 2 * n_out * c * spec.hidden_dim  # fc1 + fc2
+    if spec.layer_scale_init is not None:
+        macs += (n_in + n_out) * c  # ls1 on the attention branch, ls2 on the MLP branch
     return macs
 
 

@@ -19,13 +19,18 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: exhaustive checks; run with -m slow (CI runs them too)")
 
 
+def read_golden(folder: Path = FIXTURES):
+    """(reference json, reference npz arrays) of a folder of reference outputs."""
+    meta = json.loads((folder / "ppt_reference.json").read_text())
+    with np.load(folder / "ppt_reference.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return meta, arrays
+
+
 @pytest.fixture(scope="session")
 def golden():
     """(reference json, reference npz arrays) of the official code's outputs."""
-    meta = json.loads((FIXTURES / "ppt_reference.json").read_text())
-    with np.load(FIXTURES / "ppt_reference.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return meta, arrays
+    return read_golden()
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +38,17 @@ def golden_input(golden):
     return golden[1]["input"].astype(np.float32)
 
 
-def make_mini(ppt=None, name="deit_tiny_patch16_224", weights=True, **overrides):
-    """The golden architecture, with the golden weights loaded (strictly) unless ``weights`` is False."""
+def make_mini(ppt=None, name="deit_tiny_patch16_224", weights=True, weights_file="deit_mini.safetensors",
+              **overrides):
+    """The golden architecture, with the golden weights (``weights_file`` in tests/fixtures) loaded
+    (strictly) unless ``weights`` is False."""
     from src.checkpoint import load_weights
     from src.models import create_model
 
     arch = dict(MINI_ARCH, **overrides)
     model = create_model(name, num_classes=MINI_CLASSES, ppt=ppt, **arch)
     if weights:
-        load_weights(model, FIXTURES / "deit_mini.safetensors")
+        load_weights(model, FIXTURES / weights_file)
     model.set_train(False)
     return model
 

@@ -146,9 +146,44 @@ class Block(nn.Cell):
         """Returns ``(x, size, source, pooled, svar)``; the last two are None outside PP blocks and
         ``source`` (which original patches each token covers) is carried only when given."""
         out, attn, v, metric = self.attn(self.norm1(x), size)
-        x = x + self.drop_path(out)
+        x = x + self.drop_path(self.scale_attn(out))
         pooled, svar = None, None
         if self.reduces:
             x, size, source, pooled, svar = self.reducer(x, size, attn, v, metric, source)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.scale_mlp(self.mlp(self.norm2(x))))
         return x, size, source, pooled, svar
+
+    # The residual branches as they are added; a variant block (LayerScaleBlock) rescales them here.
+    def scale_attn(self, out: Tensor) -> Tensor:
+        return out
+
+    def scale_mlp(self, out: Tensor) -> Tensor:
+        return out
+
+
+class LayerScale(nn.Cell):
+    """A learned per-channel scale (``gamma``, timm's name), initialised to ``init_values``."""
+
+    def __init__(self, dim: int, init_values: float):
+        super().__init__()
+        self.gamma = Parameter(initializer(float(init_values), (dim,), ms.float32))
+
+    def construct(self, x: Tensor) -> Tensor:
+        return x * self.gamma.astype(x.dtype)
+
+
+class LayerScaleBlock(Block):
+    """DeiT III's block: LayerScale on both residual branches (``ls1``, ``ls2``), in PP blocks too, where
+    timm applies it; the reducer still runs after the (scaled) attention residual."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0,
+                 prop_attn: bool = False, reducer: TokenReducer | None = None, init_values: float = 1e-6):
+        super().__init__(dim, num_heads, mlp_ratio, drop_path, prop_attn, reducer)
+        self.ls1 = LayerScale(dim, init_values)
+        self.ls2 = LayerScale(dim, init_values)
+
+    def scale_attn(self, out: Tensor) -> Tensor:
+        return self.ls1(out)
+
+    def scale_mlp(self, out: Tensor) -> Tensor:
+        return self.ls2(out)

@@ -27,6 +27,13 @@ for _size, _dim, _heads in (("tiny", 192, 3), ("small", 384, 6), ("base", 768, 1
     register_model(f"deit_{_size}_distilled_patch16_224", ViTSpec(embed_dim=_dim, num_heads=_heads, distilled=True))
 register_model("deit_base_patch16_384", ViTSpec(img_size=384))
 register_model("deit_base_distilled_patch16_384", ViTSpec(img_size=384, distilled=True))
+# DeiT III (timm's deit3_*): LayerScale initialised to 1e-6 and the position embedding on the patches only.
+for _size, _dim, _depth, _heads, _imgs in (("small", 384, 12, 6, (224, 384)), ("medium", 512, 12, 8, (224,)),
+                                           ("base", 768, 12, 12, (224, 384)), ("large", 1024, 24, 16, (224, 384))):
+    for _img in _imgs:
+        register_model(f"deit3_{_size}_patch16_{_img}", ViTSpec(
+            img_size=_img, embed_dim=_dim, depth=_depth, num_heads=_heads, layer_scale_init=1e-6,
+            no_embed_class=True))
 
 # timm's ViTs (Dosovitskiy et al.; the AugReg weights of Steiner et al.): DeiT's block and parameter names, other
 # sizes and patch sizes. The (size, patch, img) triples are the ones timm defines.

@@ -1,12 +1,20 @@
 """DeiT (Touvron et al.) / ViT with PPT token pruning & pooling (or another reduction policy) in chosen blocks."""
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..token_reduction import PPTSetting, TokenReducer, get_policy
-from .layers import Block, LayerNorm, Linear, PatchEmbed, trunc_normal_param
+from .layers import Block, LayerNorm, LayerScaleBlock, Linear, PatchEmbed, trunc_normal_param
 from .spec import ViTSpec
+
+
+def spec_block(spec: ViTSpec) -> Callable[..., Block]:
+    """The block an architecture uses: DeiT III's LayerScale block when ``spec.layer_scale_init`` is set."""
+    if spec.layer_scale_init is None:
+        return Block
+    return functools.partial(LayerScaleBlock, init_values=spec.layer_scale_init)
 
 
 class VisionTransformer(nn.Cell):
@@ -19,11 +27,12 @@ class VisionTransformer(nn.Cell):
         ppt: None (no reduction) or a :class:`PPTSetting` (a dict with its keys works too); each PP block gets
             an instance of the setting's policy with its r clamped to ``(N - 1) // 2``.
         drop_path_rate: stochastic depth of the last block (linear from 0); training only.
-        block_fn: the block class (timm's ``block_fn``): a variant block is a new class, not an edit.
+        block_fn: the block class (timm's ``block_fn``): a variant block is a new class, not an edit; by
+            default the spec's (:func:`spec_block`).
     """
 
     def __init__(self, spec: ViTSpec, num_classes: int = 1000, ppt: None | PPTSetting | Mapping = None,
-                 drop_path_rate: float = 0.0, block_fn: type[Block] = Block):
+                 drop_path_rate: float = 0.0, block_fn: Callable[..., Block] | None = None):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
@@ -32,12 +41,14 @@ class VisionTransformer(nn.Cell):
         self.num_classes, self.embed_dim, self.depth = num_classes, spec.embed_dim, spec.depth
         self.num_heads, self.mlp_ratio, self.distilled = spec.num_heads, float(spec.mlp_ratio), spec.distilled
         self.num_prefix_tokens, self.num_patches = spec.num_prefix_tokens, spec.num_patches
+        self.no_embed_class = spec.no_embed_class  # a plain bool: graph mode branches on it at compile time
 
         self.patch_embed = PatchEmbed(spec.img_size, spec.patch_size, spec.in_chans, spec.embed_dim)
         self.cls_token = trunc_normal_param((1, 1, spec.embed_dim))
         if spec.distilled:
             self.dist_token = trunc_normal_param((1, 1, spec.embed_dim))
-        self.pos_embed = trunc_normal_param((1, spec.num_tokens, spec.embed_dim))
+        self.pos_embed = trunc_normal_param((1, spec.pos_embed_len, spec.embed_dim))
+        block_fn = block_fn or spec_block(spec)
 
         reducers = self._reducers()
         self.ppt_layers = tuple(sorted(reducers))
@@ -67,12 +78,15 @@ class VisionTransformer(nn.Cell):
                 for i, r in zip(self.ppt.layers, clamped) if r > 0}
 
     def _embed(self, x: Tensor) -> Tensor:
-        """Images -> patch tokens with the prefix token(s) prepended and the position embedding added."""
+        """Images -> patch tokens with the prefix token(s) prepended and the position embedding added (to
+        the patches only, before the prefix is prepended, with ``no_embed_class``: DeiT III)."""
         x = self.patch_embed(x)
         b = x.shape[0]
         prefix = [ops.broadcast_to(self.cls_token.astype(x.dtype), (b, 1, self.embed_dim))]
         if self.distilled:
             prefix.append(ops.broadcast_to(self.dist_token.astype(x.dtype), (b, 1, self.embed_dim)))
+        if self.no_embed_class:
+            return ops.concat(prefix + [x + self.pos_embed.astype(x.dtype)], axis=1)
         return ops.concat(prefix + [x], axis=1) + self.pos_embed.astype(x.dtype)
 
     def forward_head(self, x: Tensor) -> Tensor:

@@ -265,7 +265,7 @@ def test_missing_required_key(tmp_path):
     ({"data__mean": "[0.5, 0.5]"}, "data.mean: expected a list of 3 floats in [0, 1], got [0.5, 0.5]"),
     ({"data__mean": "[123.7, 116.3, 103.5]"}, "data.mean: expected a list of 3 floats in [0, 1], got "),
     ({"data__std": "[0.2, 0, 0.2]"}, "data.std: expected a list of 3 floats in (0, 1], got [0.2, 0, 0.2]"),
-    ({"model__name": "deit_smal_patch16_224"}, "model.name: expected one of deit_base_distilled_patch16_224, "),
+    ({"model__name": "deit_smal_patch16_224"}, "model.name: expected one of deit3_base_patch16_224, "),
     ({"model__img_size": "100"}, "model.img_size: expected a multiple of the patch size 16, got 100"),
     ({"model__patch_size": "15"}, "model.patch_size: expected a divisor of the image size 224, got 15"),
     ({"model__embed_dim": "100"}, "model.embed_dim: expected a multiple of num_heads 6, got 100"),

@@ -10,23 +10,29 @@ from ..conftest import make_mini
 CASES = ["baseline", "prune_all", "pool_all", "mixed", "mixed_schedule"]
 
 
-def _ppt(case_meta):
+def golden_ppt(case_meta):
     return dict(r=case_meta["r"], layers=case_meta["layers"], threshold=case_meta["threshold"], prop_attn=True)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_golden_case(case, golden, golden_input, any_mode):
+def assert_matches_golden(model, x, case, golden):
+    """``model`` (built with the case's setting) gives the reference logits (1e-4), token counts, and every
+    per-image decision and score variance of ``case``."""
     meta, ref = golden
     c = meta["cases"][case]
-    model = make_mini(_ppt(c))
-    logits, pooled, svar = PPTStats(model)(ms.Tensor(golden_input))
+    logits, pooled, svar = PPTStats(model)(ms.Tensor(x))
     np.testing.assert_allclose(logits.asnumpy(), ref[f"{case}/logits"], atol=1e-4, rtol=0)
-    assert model.tokens_per_block == tuple(c["tokens_after_each_block"])
+    plain = [model.spec.num_tokens] * model.spec.depth  # a case without token counts is the plain model
+    assert model.tokens_per_block == tuple(c["tokens_after_each_block"] or plain)
     assert model.ppt_layers == tuple(sorted(c["layers"]))
     assert pooled.shape == (8, len(c["layers"])) and svar.dtype == ms.float32
     for j, layer in enumerate(model.ppt_layers):
         np.testing.assert_array_equal(pooled.asnumpy()[:, j], ref[f"{case}/pooled_layer{layer}"])
         np.testing.assert_allclose(svar.asnumpy()[:, j], ref[f"{case}/svar_layer{layer}"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_case(case, golden, golden_input, any_mode):
+    assert_matches_golden(make_mini(golden_ppt(golden[0]["cases"][case])), golden_input, case, golden)
 
 
 def test_mixed_batch_really_mixes(golden):
@@ -41,7 +47,7 @@ def test_token_counts_after_each_block(case, golden, golden_input):
     """Run the blocks one by one and check the actual tensor shapes, not just the static schedule."""
     meta, _ = golden
     c = meta["cases"][case]
-    model = make_mini(_ppt(c))
+    model = make_mini(golden_ppt(c))
     x = model._embed(ms.Tensor(golden_input))
     size = ms.ops.ones((x.shape[0], x.shape[1], 1), ms.float32)
     counts = []
@@ -55,7 +61,7 @@ def test_token_counts_after_each_block(case, golden, golden_input):
 
 def test_stats_path_matches_lean_path_in_graph_mode(golden, golden_input, graph_mode):
     meta, _ = golden
-    model = make_mini(_ppt(meta["cases"]["mixed"]))
+    model = make_mini(golden_ppt(meta["cases"]["mixed"]))
     x = ms.Tensor(golden_input)
     lean = model(x).asnumpy()
     with_stats = PPTStats(model)(x)[0].asnumpy()
