@@ -88,8 +88,9 @@ def count_macs_spec(spec: ViTSpec, num_classes: int = 1000, ppt: PPTSetting | No
 def count_params_spec(spec: ViTSpec, num_classes: int = 1000) -> int:
     """Parameters of a model of architecture ``spec``, unbuilt (building ViT-L takes most of a minute on a CPU)."""
     c, m = spec.embed_dim, spec.hidden_dim
-    embed = c * spec.in_chans * spec.patch_size ** 2 + c + spec.num_prefix_tokens * c + spec.num_tokens * c
+    embed = c * spec.in_chans * spec.patch_size ** 2 + c + spec.num_prefix_tokens * c + spec.pos_embed_len * c
     block = 4 * c + (3 * c * c + 3 * c) + (c * c + c) + (c * m + m) + (m * c + c)  # norms, qkv, proj, fc1, fc2
+    block += 2 * c if spec.layer_scale_init is not None else 0  # LayerScale's ls1, ls2 gammas
     heads = (2 if spec.distilled else 1) * (c * num_classes + num_classes)
     return embed + spec.depth * block + 2 * c + heads
 
