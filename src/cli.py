@@ -35,7 +35,12 @@ _GIVEN_PATHS: list[tuple[str, str]] = []
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the scripts' one-line errors: ``prog: error: --flag: message`` and exit code 1, without the
-    usage block (``-h`` shows it)."""
+    usage block (``-h`` shows it). A negative number in scientific notation (``-1e-4``) is a value, as ``-0.5``
+    is, not an unknown option, so that the value check can say what is wrong with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str) -> NoReturn:
         # argparse says "argument --device_target/--device: invalid choice ..."; name the flag once.

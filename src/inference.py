@@ -205,17 +205,23 @@ def _check_batch(batch: np.ndarray, shape: tuple[int, ...], what: str) -> None:
                          f"px), got {batch.dtype} {list(batch.shape)}")
 
 
-def predict(predictor: CellPredictor | MindIRPredictor, images: np.ndarray) -> np.ndarray:
-    """Logits ``[N, num_classes]`` of ``images`` ``[N, 3, H, W]``, run in chunks of the predictor's batch size."""
+def predict(predictor: Any, images: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Logits ``[N, num_classes]`` of ``images`` ``[N, 3, H, W]``, run in chunks of the predictor's batch size
+    (every chunk one shape: graph mode compiles once). A predictor is anything with a ``batch_size`` that maps
+    a batch to per-image outputs; one returning a tuple of arrays (e.g. logits and PPT statistics) gives a
+    tuple of arrays."""
     b = predictor.batch_size
-    logits = []
+    parts = []
     for start in range(0, len(images), b):
         chunk = images[start:start + b]
         n = len(chunk)
         if n < b:  # pad with copies of a real image: outputs are per image, the padding rows are dropped
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], b - n, axis=0)])
-        logits.append(predictor(np.ascontiguousarray(chunk))[:n])
-    return np.concatenate(logits)
+        out = predictor(np.ascontiguousarray(chunk))
+        parts.append(tuple(o[:n] for o in out) if isinstance(out, tuple) else out[:n])
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(column) for column in zip(*parts))
+    return np.concatenate(parts)
 
 
 def topk_probs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -158,9 +158,10 @@ def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int,
     return (summed / new_size).astype(x.dtype), new_size, new_source
 
 
-def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int, threshold: float,
+def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int, threshold: float | Tensor,
                   num_protected: int, source: Tensor | None = None):
-    """One PP step: decide per image by score variance, then prune or pool ``r`` tokens.
+    """One PP step: decide per image by score variance, then prune or pool ``r`` tokens. ``threshold`` is a
+    number, or a float32 scalar tensor (a Parameter, so one compiled graph serves every threshold).
 
     Returns ``(x, size, source, pooled, svar)``: ``source`` is None unless given; ``pooled`` ``[B]`` bool
     is True for pooled images; ``svar`` ``[B]`` float32 is the score variance that decided it.

@@ -12,12 +12,12 @@ of :mod:`src.flops`.
 from typing import ClassVar
 
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 from .functional import importance_scores, pool, prune, prune_or_pool, score_variance
 
 __all__ = ["TokenReducer", "register_policy", "get_policy", "list_policies", "PPTReducer", "PruneReducer",
-           "PoolReducer", "KeepFirstReducer"]
+           "PoolReducer", "KeepFirstReducer", "TunablePPTReducer"]
 
 ReducerOutput = tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]
 _POLICIES: dict[str, type["TokenReducer"]] = {}
@@ -90,6 +90,32 @@ class PPTReducer(TokenReducer):
     def macs(num_tokens: int, embed_dim: int, head_dim: int) -> int:
         # Costed as the pooling branch, the dearer one, so PPT figures are upper bounds for any image.
         return _score_macs(num_tokens) + _pool_macs(num_tokens, embed_dim, head_dim)
+
+
+class TunablePPTReducer(PPTReducer):
+    """PPT whose threshold is a float32 Parameter, not a constant of the graph: ``set_threshold`` changes it
+    and the same compiled graph runs on (threshold calibration compiles once for every candidate). Same
+    outputs as :class:`PPTReducer` at the same threshold. Not a registered policy and never saved: a
+    calibration builds it from a model's ``PPTReducer`` (``from_reducer``) after the weights are loaded, so
+    checkpoints and the exported graphs keep their keys."""
+
+    def __init__(self, r: int, num_protected: int, threshold: float = 0.0, name: str = "threshold"):
+        super().__init__(r, num_protected, threshold)
+        self.runtime_threshold = Parameter(Tensor(self.threshold, ms.float32), name=name, requires_grad=False)
+
+    @classmethod
+    def from_reducer(cls, reducer: PPTReducer, name: str) -> "TunablePPTReducer":
+        """The tunable twin of ``reducer`` (same r, protected tokens and threshold); ``name`` must be unique in
+        the model (graph mode rejects two parameters of one name)."""
+        return cls(reducer.r, reducer.num_protected, reducer.threshold, name)
+
+    def set_threshold(self, threshold: float) -> None:
+        self.threshold = float(threshold)
+        self.runtime_threshold.set_data(Tensor(self.threshold, ms.float32))
+
+    def construct(self, x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor,
+                  source: Tensor | None = None) -> ReducerOutput:
+        return prune_or_pool(x, size, attn, v, metric, self.r, self.runtime_threshold, self.num_protected, source)
 
 
 @register_policy
