@@ -36,7 +36,7 @@ from mindspore import Tensor
 
 from .budget import MacsModel, Schedule, parse_target, ppt_yaml, schedule_for, search_budget
 from .data import class_folders, resolve_data_root, scan_image_folder
-from .evaluate import _table
+from .evaluate import format_table
 from .factory import build_model
 from .flops import count_macs
 from .inference import CellPredictor, load_images, predict, preprocess_from_config
@@ -280,7 +280,7 @@ def format_calibration(report: Mapping[str, Any]) -> str:
              + (f"; unreduced top-1 {report['unreduced_top1']:.2f} %" if labelled else "")]
     if report["skipped_files"]:
         lines.append(f"skipped {len(report['skipped_files'])} unreadable files, first: {report['skipped_files'][0][1]}")
-    lines += [_table(header, table, left=2), "",
+    lines += [format_table(header, table, left=2), "",
               f"chosen (*): threshold {chosen['threshold']:g} by the {report['rule']}"]
     if chosen["threshold"] in (0.0, POOL_ONLY):
         policy = "prune" if chosen["threshold"] == 0.0 else "pool"

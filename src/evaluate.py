@@ -38,8 +38,8 @@ from .models import PPTStats, VisionTransformer
 from .timing import timed_call
 from .token_reduction import get_policy
 
-__all__ = ["evaluate", "format_comparison", "unwrap_pipeline_error", "evaluate_checkpoint", "per_class_results",
-           "format_report", "format_per_class", "plot_confusion"]
+__all__ = ["evaluate", "format_comparison", "format_table", "unwrap_pipeline_error", "evaluate_checkpoint",
+           "per_class_results", "format_report", "format_per_class", "plot_confusion"]
 
 # "ValueError: <message>" lines in the Python stack MindSpore embeds in its pipeline errors.
 _USER_ERROR = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception): (?!Traceback)(.+)$", re.MULTILINE)
@@ -261,10 +261,10 @@ def format_comparison(results: dict[str, dict[str, Any]]) -> str:
                                        for r in results.values()],
         [f"MACs reduction vs {names[0]}"] + [_ratio(ref["macs"], r["macs"]) for r in results.values()],
     ]
-    return _table([""] + names, rows)
+    return format_table([""] + names, rows)
 
 
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+def format_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     """Aligned text columns under a dashed rule; the first ``left`` columns flush left, the others right."""
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
@@ -405,7 +405,7 @@ def format_per_class(results: dict[str, dict[str, Any]]) -> str:
         if len(names) > 1:
             cells.append("-" if first["top1"] is None else f"{_change(row):+.2f}")
         table.append(cells)
-    return _table(header, table, left=2)
+    return format_table(header, table, left=2)
 
 
 def _change(row: tuple[dict[str, Any], ...]) -> float | None:
