@@ -114,7 +114,7 @@ def matmul_roof(size: tuple[int, int, int] = MATMUL_SIZE, threads: int | None = 
 
     m, k, n = (int(v) for v in size)
     if min(m, k, n) < 1:
-        raise ValueError(f"matmul roof: expected a positive size, got {size}")
+        raise ValueError(f"matmul roof: expected positive size, got {size}")
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
