@@ -1,21 +1,25 @@
 """Inference speed of the baseline DeiT against PPT on random input, and the cost of the token reduction.
 
-    python benchmark.py --config config/deit_small_patch16_224.yaml --batch-size 32 64 --runs 5
+    python benchmark.py --config config/deit_small_patch16_224.yaml --batch-size 32 1 --runs 5
+    python benchmark.py --config config/deit_small_patch16_224.yaml --backend both
 
-No weights are needed (random initialisation; PPT's cost does not depend on the weights). Results are
-printed and written as JSON to --out (default: outputs/bench_<config name>.json).
+--backend onnxruntime times the same models exported to temporary ONNX files; both times the two interleaved.
+Every round also times a large matmul in each backend: MAC utilisation is reported against it. No weights are
+needed (random initialisation; PPT's cost does not depend on the weights). Results are printed and written as
+JSON to --out (default: outputs/bench_<config name>.json).
 
     python benchmark.py --config config/demo.yaml --sweep 4 8 16 --sweep-data demo --ckpt_file best.ckpt
 
-With --sweep, it measures the accuracy / MACs / throughput trade-off over r values (and optionally PP layer
-sets and thresholds) instead, writing CSV, JSON and a PNG plot (see src/sweep.py).
+With --sweep, it measures the accuracy / MACs / throughput trade-off over r values (and optionally PP layer sets
+and thresholds) instead, writing CSV, JSON and a PNG plot (see src/sweep.py).
 """
 import argparse
 from pathlib import Path
 
-from src.benchmark import benchmark, format_benchmark
+from src.benchmark import BACKENDS, benchmark, format_benchmark
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context, write_report
 from src.config import model_kwargs
+from src.onnx_runtime import require_onnxruntime
 from src.sweep import format_sweep, run_sweep
 
 
@@ -80,11 +84,18 @@ def run_sweep_from_args(args: argparse.Namespace) -> list[dict]:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)  # --ckpt_file: the weights for --sweep-data (timing needs none)
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_sizes", type=int, nargs="+", default=[32],
-                        help="batch sizes to time (default: 32)")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_sizes", type=int, nargs="+", default=[32, 1],
+                        help="batch sizes to time (default: 32 1)")
+    parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="mindspore",
+                        help="time the Cells in MindSpore, their ONNX exports (same weights) in onnxruntime, or "
+                             "both interleaved in one run (default: mindspore)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="onnxruntime intra-op threads (default: its own, one per core)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed calls per model and batch size, the first compiles (default: 2)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs; the median is reported (default: 5)")
+    parser.add_argument("--latency-runs", "--latency_runs", dest="latency_runs", type=int, default=20,
+                        help="timed runs at batch 1, for the p50/p90 latency (default: 20)")
     parser.add_argument("--policies", nargs="+", default=[], metavar="POLICY",
                         help="also time the PPT setting with these token-reduction policies, e.g. prune pool")
     parser.add_argument("--out", "--output", dest="out", default=None,
@@ -102,11 +113,16 @@ def main() -> None:
     if args.ckpt_file:
         parser.error("--ckpt_file is only used with --sweep --sweep-data (timing uses random weights)")
 
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: expected an int >= 1, got {args.threads}")
+    backends = BACKENDS if args.backend == "both" else (args.backend,)
+    if "onnxruntime" in backends:
+        require_onnxruntime()  # before minutes of compiling
     setup_context(args.device_target, args.mode)
     cfg = load_args_config(args)
     kwargs = model_kwargs(cfg)
-    report = benchmark(kwargs, args.batch_sizes, warmup=args.warmup, runs=args.runs, seed=cfg["seed"],
-                       policies=args.policies)
+    report = benchmark(kwargs, args.batch_sizes, warmup=args.warmup, runs=args.runs, latency_runs=args.latency_runs,
+                       seed=cfg["seed"], policies=args.policies, backends=backends, threads=args.threads)
     report["model"] = dict(kwargs, ppt=kwargs["ppt"].to_dict() if kwargs["ppt"] else None)
     write_report(args, report, format_benchmark(report), "bench")
 

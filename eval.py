@@ -2,9 +2,11 @@
 
     python eval.py --config config/deit_small_patch16_224.yaml --ckpt deit_small.pth --data /data/imagenet
     python eval.py --config config/demo.yaml --ckpt outputs/demo/best.ckpt --compare-baseline
+    python eval.py --config config/demo.yaml --onnx demo_ppt.onnx       # the deployed file, in onnxruntime
 
 Results are printed and written as JSON to --out (default: outputs/eval_<config name>.json). --per-class adds
 top-1 per named class and the confusion matrix; --plot also draws the matrix as <out stem>_confusion.png.
+--onnx evaluates an exported .onnx file instead of a checkpoint (its stored preprocessing, the config's data).
 """
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from src.cli import (
     setup_context,
     write_report,
 )
-from src.evaluate import evaluate_checkpoint, format_report, plot_confusion
+from src.evaluate import evaluate_checkpoint, evaluate_onnx, format_report, plot_confusion
+from src.onnx_runtime import require_onnxruntime
 
 
 def main() -> None:
@@ -26,6 +29,8 @@ def main() -> None:
     add_common_args(parser, ckpt="optional")
     parser.add_argument("--data", "--data_path", dest="data", default=None,
                         help="dataset root with <split>/<class>/<image>, or 'demo' (default: data.path)")
+    parser.add_argument("--onnx", default=None, metavar="FILE",
+                        help="evaluate this exported .onnx file in onnxruntime instead of a checkpoint")
     parser.add_argument("--split", default="val", help="split folder under the dataset root (default: val)")
     parser.add_argument("--compare-baseline", "--compare_baseline", dest="compare_baseline", action="store_true",
                         help="also evaluate the same weights without PPT and print a side-by-side table")
@@ -42,7 +47,14 @@ def main() -> None:
                              "class folders)")
     args = parser.parse_args()
     # Checked here rather than by argparse so the error can say why a checkpoint is needed.
-    if args.ckpt_file is None:
+    if args.onnx is not None:
+        if args.ckpt_file is not None or args.compare_baseline:
+            raise UsageError(f"--onnx {args.onnx}: the file holds the weights; drop "
+                             f"{'--ckpt' if args.ckpt_file is not None else '--compare-baseline'}")
+        if not Path(args.onnx).is_file():
+            raise UsageError(f"--onnx {args.onnx}: no such file")
+        require_onnxruntime()
+    elif args.ckpt_file is None:
         raise UsageError("--ckpt is required: evaluating randomly initialised weights would be meaningless")
     if args.class_names and not Path(args.class_names).is_file():
         raise UsageError(f"--class_names {args.class_names}: no such file")
@@ -54,9 +66,14 @@ def main() -> None:
                          "baseline; enable PPT to compare")
     if args.data is not None:
         cfg["data"]["path"] = args.data
-    report = evaluate_checkpoint(cfg, args.ckpt_file, split=args.split, strict=args.strict,
-                                 compare_baseline=args.compare_baseline, per_class=args.per_class or args.plot,
-                                 class_names_file=args.class_names)
+    per_class = args.per_class or args.plot
+    if args.onnx is not None:
+        report = evaluate_onnx(cfg, args.onnx, split=args.split, strict=args.strict, per_class=per_class,
+                               class_names_file=args.class_names)
+    else:
+        report = evaluate_checkpoint(cfg, args.ckpt_file, split=args.split, strict=args.strict,
+                                     compare_baseline=args.compare_baseline, per_class=per_class,
+                                     class_names_file=args.class_names)
     write_report(args, report, format_report(report), "eval")
     if args.plot:
         out = Path(report_path(args, "eval"))

@@ -1,11 +1,13 @@
-"""Classify images with a checkpoint or an exported MindIR and print the top-k classes.
+"""Classify images with a checkpoint, an exported MindIR or ONNX file and print the top-k classes.
 
     python infer.py --model deit_small.ckpt --config_path config/deit_small_patch16_224.yaml cat.jpg dog.png
     python infer.py --model deit_small_ppt.mindir cat.jpg dog.png
+    python infer.py --model deit_small_ppt.onnx cat.jpg dog.png      # onnxruntime
 
-Images are preprocessed as in evaluation (the config's data settings; for a MindIR written by export.py the
-settings stored in it when no config is given). A checkpoint needs the config to build the model. A MindIR
-fixes the batch size and image size: images are run in chunks of that batch size (the last one padded).
+Images are preprocessed as in evaluation (the config's data settings; for a MindIR or ONNX file written by
+export.py the settings stored in it when no config is given; an .onnx from elsewhere needs --config_path). A
+checkpoint needs the config to build the model. An exported file fixes the batch size and image size: images
+are run in chunks of that batch size (the last one padded).
 Class names, first match wins: --class_names FILE, the names stored in the model file, the class folders of
 the model's dataset (data.path) if it is here, ImageNet-1k's for 1000 classes.
 """
@@ -14,14 +16,14 @@ from pathlib import Path
 
 from src.class_names import MissingClassNames
 from src.cli import ArgumentParser, UsageError, add_common_args, flag_fixes, load_args_config, run, setup_context
-from src.inference import classify, label_splits, open_model, resolve_class_names
+from src.inference import EXPORTED_SUFFIXES, MissingSettings, classify, label_splits, open_model, resolve_class_names
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    # An empty default makes the config optional: a MindIR from export.py carries its data settings.
+    # An empty default makes the config optional: a MindIR or ONNX file from export.py carries its data settings.
     add_common_args(parser, ckpt="none", default_config="")
-    parser.add_argument("--model", required=True, help="weights (.ckpt, .pth, .safetensors) or a .mindir")
+    parser.add_argument("--model", required=True, help="weights (.ckpt, .pth, .safetensors), a .mindir or a .onnx")
     parser.add_argument("--class_names", default=None, metavar="FILE",
                         help="one class name per line (default: those stored in the model file, else the class "
                              "folders of its dataset, else ImageNet-1k's for 1000 classes)")
@@ -43,14 +45,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UsageError(f"--model {model_path}: no such file")
     if args.class_names and not Path(args.class_names).is_file():
         raise UsageError(f"--class_names {args.class_names}: no such file")
-    is_mindir = model_path.suffix.lower() == ".mindir"
-    if not args.config_path and (args.overrides or not is_mindir):
+    exported = model_path.suffix.lower() in EXPORTED_SUFFIXES
+    if not args.config_path and (args.overrides or not exported):
         raise UsageError(f"--model {model_path}: --config_path is required "
-                         f"{'with --set' if is_mindir else 'to build the model of a checkpoint'}")
+                         f"{'with --set' if exported else 'to build the model of a checkpoint'}")
     cfg = load_args_config(args) if args.config_path else None
     setup_context(args.device_target, args.mode)
     batch_size = min(len(args.images), cfg["data"]["batch_size"]) if cfg else 1
-    predictor, pre = open_model(model_path, cfg, batch_size)
+    with flag_fixes(MissingSettings, "--config_path"):
+        predictor, pre = open_model(model_path, cfg, batch_size)
     with flag_fixes(MissingClassNames, "--class_names FILE"):
         names = resolve_class_names(predictor.num_classes, pre, args.class_names, model=str(model_path),
                                     splits=label_splits(cfg))

@@ -13,6 +13,7 @@ forward, copy back of the outputs) over every batch but the first, whose time --
 mode -- is ``first_batch_seconds``; with a single batch that first batch is all there is to time. Forward
 throughput counts every row of a batch, padding included, since the model computes them all.
 """
+import copy
 import io
 import math
 import os
@@ -20,7 +21,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TextIO
 
@@ -29,17 +30,19 @@ import numpy as np
 from mindspore import Tensor
 
 from .class_names import describe_difference
+from .config import configured_spec, model_kwargs
 from .data import DatasetInfo
 from .factory import build_model, dataset_from_config
 from .fileio import write_bytes_atomic
 from .flops import count_macs
-from .inference import ClassNames, preprocess_from_config, resolve_class_names
-from .models import PPTStats, VisionTransformer
+from .inference import ClassNames, Preprocess, preprocess_from_config, resolve_class_names
+from .models import PPTStats, VisionTransformer, create_model
+from .onnx_runtime import OnnxPredictor
 from .timing import timed_call
 from .token_reduction import get_policy
 
 __all__ = ["evaluate", "format_comparison", "format_table", "unwrap_pipeline_error", "evaluate_checkpoint",
-           "per_class_results", "format_report", "format_per_class", "plot_confusion"]
+           "evaluate_onnx", "per_class_results", "format_report", "format_per_class", "plot_confusion"]
 
 # "ValueError: <message>" lines in the Python stack MindSpore embeds in its pipeline errors.
 _USER_ERROR = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception): (?!Traceback)(.+)$", re.MULTILINE)
@@ -162,8 +165,14 @@ class _Totals:
                 "forward_seconds": forward, "forward_images_per_sec": timed_rows / forward if forward > 0 else 0.0}
 
 
-def _run(stats: PPTStats, dataset: Any, totals: _Totals, bar: _Progress | None, desc: str) -> float:
-    """Every batch of ``dataset`` through ``stats`` into ``totals``; returns the seconds it took."""
+def _mindspore_input(image: np.ndarray) -> Tensor:
+    return Tensor(image, ms.float32)
+
+
+def _run(stats: Callable[[Any], Any], dataset: Any, totals: _Totals, bar: _Progress | None, desc: str,
+         prepare: Callable[[np.ndarray], Any] = _mindspore_input) -> float:
+    """Every batch of ``dataset`` through ``stats`` (outputs: logits, pooled, score variance) into ``totals``;
+    ``prepare`` turns a batch of images into its input. Returns the seconds it took."""
     start = time.perf_counter()
     try:
         for batch in _batches(dataset):
@@ -171,7 +180,7 @@ def _run(stats: PPTStats, dataset: Any, totals: _Totals, bar: _Progress | None, 
                 raise ValueError(f"{desc}: expected eval batches (image, label, valid), got {len(batch)} "
                                  f"columns; build the pipeline with create_dataset(..., training=False)")
             image, label, valid = batch
-            outputs, seconds = timed_call(stats, Tensor(image, ms.float32))
+            outputs, seconds = timed_call(stats, prepare(image))
             totals.add(outputs, label, valid, seconds, desc)
             if bar:
                 bar.update(totals.batches, totals.images, time.perf_counter() - start)
@@ -225,15 +234,21 @@ def evaluate(model: VisionTransformer | PPTStats, dataset: Any, *, progress: boo
         seconds = _run(stats, dataset, totals, bar, desc)
     finally:
         net.set_train(was_training)
+    reports_variance = net.ppt is not None and get_policy(net.ppt.policy).reports_variance
+    return _result(totals, seconds, int(count_macs(net)["total"]), net.ppt_layers, reports_variance, desc)
+
+
+def _result(totals: _Totals, seconds: float, macs: int, ppt_layers: Sequence[int], reports_variance: bool,
+            desc: str = "ONNX") -> dict[str, Any]:
+    """:func:`evaluate`'s result dict from the running sums."""
     images = totals.images
     if images == 0:
         raise ValueError(f"{desc}: no valid image in {totals.rows} rows (all padding or unreadable files)")
-    reports_variance = net.ppt is not None and get_policy(net.ppt.policy).reports_variance
     confusion = {} if totals.confusion is None else {"confusion": totals.confusion.tolist()}
     return {
         "top1": 100.0 * totals.top1 / images, "top5": 100.0 * totals.top5 / images, "loss": totals.loss / images,
-        "num_images": images, **totals.timing(seconds), "macs": int(count_macs(net)["total"]),
-        "ppt_layers": list(net.ppt_layers), "pooled_fraction": (totals.pooled / images).tolist(),
+        "num_images": images, **totals.timing(seconds), "macs": macs,
+        "ppt_layers": list(ppt_layers), "pooled_fraction": (totals.pooled / images).tolist(),
         "pruned_fraction": (1.0 - totals.pooled / images).tolist(),
         "svar_mean": (totals.svar / images).tolist() if reports_variance else None, **confusion,
     }
@@ -277,18 +292,18 @@ def _ratio(num: float, den: float) -> str:
     return f"{num / den:.2f}x" if den > 0 else "n/a"
 
 
-def _label_names(cfg: dict[str, Any], ckpt_file: str, info: DatasetInfo,
+def _label_names(pre: Preprocess, model_file: str | os.PathLike, info: DatasetInfo,
                  class_names_file: str | None) -> ClassNames:
     """The model's class names for the report (the eval split's class folders name them unless a names file or
-    the checkpoint does). Warns when the checkpoint's names and the folders share names but not their order:
-    then label ``i`` of the data is not class ``i`` of the model."""
-    pre = replace(preprocess_from_config(cfg, ckpt_file), data_path=str(info.root.parent))
+    the model file, whose stored names ``pre`` holds, does). Warns when the stored names and the folders share
+    names but not their order: then label ``i`` of the data is not class ``i`` of the model."""
+    pre = replace(pre, data_path=str(info.root.parent))
     stored, folders = pre.class_names, tuple(info.classes)
     if stored is not None and set(stored) & set(folders) and stored != folders:
         warnings.warn(f"{info.root}: the class folders (the labels, in sorted order) are not the class names stored "
-                      f"in {ckpt_file} ({describe_difference(folders, stored)}): a label may not be the model's "
+                      f"in {model_file} ({describe_difference(folders, stored)}): a label may not be the model's "
                       f"class of that name", stacklevel=2)
-    return resolve_class_names(info.num_classes, pre, class_names_file, model=os.fspath(ckpt_file),
+    return resolve_class_names(info.num_classes, pre, class_names_file, model=os.fspath(model_file),
                                splits=(info.split,))
 
 
@@ -335,14 +350,22 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "va
                          "is the baseline; enable PPT to compare")
     model = build_model(cfg, ckpt_file)
     dataset, info = dataset_from_config(cfg, split, strict=strict)
-    names = _label_names(cfg, ckpt_file, info, class_names_file)  # before the minutes of evaluating
+    # Before the minutes of evaluating.
+    names = _label_names(preprocess_from_config(cfg, ckpt_file), ckpt_file, info, class_names_file)
     models = {"PPT" if enabled else "baseline": model}
     if compare_baseline:
         models = {"baseline": build_model(cfg, ckpt_file, with_ppt=False), **models}
     results = {name: evaluate(net, dataset, progress=progress, desc=name, per_class=per_class)
                for name, net in models.items()}
+    return _dataset_report({"checkpoint": os.fspath(ckpt_file)}, split, info, results, names if per_class else None)
+
+
+def _dataset_report(head: dict[str, Any], split: str, info: DatasetInfo, results: dict[str, dict[str, Any]],
+                    names: ClassNames | None) -> dict[str, Any]:
+    """The report of :func:`evaluate_checkpoint` and :func:`evaluate_onnx`: ``head`` (the model file), the
+    data, the results and, with ``names``, the per-class results."""
     report = {
-        "checkpoint": os.fspath(ckpt_file),
+        **head,
         "data_root": str(info.root.parent),
         "split": split,
         "num_classes": info.num_classes,
@@ -352,11 +375,63 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "va
         "ignored_files": [str(p) for p in info.ignored_files],
         "results": results,
     }
-    if per_class:
+    if names is not None:
         report.update(class_names=list(names.names), class_names_source=names.source)
         for result in results.values():
             result["per_class"] = per_class_results(result["confusion"], names.names)
     return report
+
+
+class _OnnxOutputs:
+    """An ONNX file as an evaluated model: its logits, and no PP-block decisions (the file returns logits only)."""
+
+    def __init__(self, predictor: OnnxPredictor):
+        self.predictor = predictor
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(batch)
+        return self.predictor(batch), np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+
+
+def _onnx_config(cfg: dict[str, Any], predictor: OnnxPredictor) -> dict[str, Any]:
+    """``cfg`` with the file's batch size and, when the file stores them, its preprocessing settings (what the
+    deployed model expects); a config whose model is not the exported one is an error."""
+    cfg = copy.deepcopy(cfg)
+    cfg["data"]["batch_size"] = predictor.batch_size
+    if predictor.info is not None:
+        pre = Preprocess.from_dict(predictor.info, str(predictor.path))
+        cfg["data"].update(crop_pct=pre.crop_pct, interpolation=pre.interpolation, mean=list(pre.mean),
+                           std=list(pre.std))
+    img_size, classes = configured_spec(cfg).img_size, cfg["model"]["num_classes"]
+    if img_size != predictor.input_shape[2] or classes != predictor.num_classes:
+        raise ValueError(f"the config's model ({img_size} px, {classes} classes) is not the one exported to "
+                         f"{predictor.path} ({predictor.input_shape[2]} px, {predictor.num_classes} classes)")
+    return cfg
+
+
+def evaluate_onnx(cfg: dict[str, Any], onnx_file: str | os.PathLike, *, split: str = "val", strict: bool = False,
+                  progress: bool = True, per_class: bool = False, class_names_file: str | None = None,
+                  threads: int | None = None) -> dict[str, Any]:
+    """What ``eval.py --onnx`` does: the accuracy of a deployed ONNX file run by onnxruntime on
+    ``<data.path>/<split>``, in the file's batch size.
+
+    The data settings come from ``cfg`` (``data.path``, workers), the preprocessing from the file when it
+    stores it (else ``cfg``'s), ``macs`` from the configured model, which must have the file's image size and
+    classes. The report is :func:`evaluate_checkpoint`'s with ``onnx`` instead of ``checkpoint``; one result
+    ``"ONNX"``, without PP-block statistics (``ppt_layers`` empty: the file returns logits only).
+    """
+    predictor = OnnxPredictor(onnx_file, threads)
+    cfg = _onnx_config(cfg, predictor)
+    dataset, info = dataset_from_config(cfg, split, strict=strict)
+    stored = None if predictor.info is None else Preprocess.from_dict(predictor.info, str(onnx_file)).class_names
+    names = _label_names(replace(preprocess_from_config(cfg), class_names=stored), onnx_file, info, class_names_file)
+    totals = _Totals(predictor.num_classes, 0, per_class)
+    bar = _Progress("ONNX", dataset.get_dataset_size()) if progress else None
+    seconds = _run(_OnnxOutputs(predictor), dataset, totals, bar, "ONNX", prepare=np.ascontiguousarray)
+    macs = int(count_macs(create_model(**model_kwargs(cfg)))["total"])
+    result = _result(totals, seconds, macs, (), reports_variance=False)
+    return _dataset_report({"onnx": os.fspath(onnx_file)}, split, info, {"ONNX": result},
+                           names if per_class else None)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Classify image files with a checkpoint (through the model Cell) or an exported MindIR.
+"""Classify image files with a checkpoint (through the model Cell), an exported MindIR or an exported ONNX file
+(onnxruntime, :class:`src.onnx_runtime.OnnxPredictor`).
 
 Images are preprocessed exactly as in evaluation (``src.data.transforms.eval_transforms``), batched to the
 predictor's batch size (the last chunk padded with copies of its first image, whose outputs are dropped)
@@ -37,10 +38,11 @@ from .config import SCHEMA, configured_spec
 from .data import class_folders, load_rgb, resolve_data_root
 from .data.transforms import eval_transforms
 from .export import read_mindir_meta
+from .onnx_runtime import OnnxPredictor
 
 __all__ = ["Preprocess", "preprocess_from_config", "load_images", "ClassNames", "label_splits",
            "find_class_names", "resolve_class_names", "CellPredictor", "MindIRPredictor", "predict",
-           "topk_probs", "WEIGHT_SUFFIXES", "open_model", "classify"]
+           "topk_probs", "WEIGHT_SUFFIXES", "EXPORTED_SUFFIXES", "MissingSettings", "open_model", "classify"]
 
 _PREPROCESS_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
 
@@ -235,7 +237,12 @@ def topk_probs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
-Predictor = CellPredictor | MindIRPredictor
+EXPORTED_SUFFIXES = (".mindir", ".onnx")  # files that fix their own shapes and may carry their settings
+Predictor = CellPredictor | MindIRPredictor | OnnxPredictor
+
+
+class MissingSettings(ValueError):
+    """An exported file without stored preprocessing settings (not written by export.py) and no config."""
 
 
 def open_model(model_path: str | os.PathLike, cfg: Mapping[str, Any] | None = None,
@@ -243,24 +250,27 @@ def open_model(model_path: str | os.PathLike, cfg: Mapping[str, Any] | None = No
     """A predictor for ``model_path`` and the preprocessing its inputs need.
 
     Weights (``.ckpt``, ``.pth``, ``.safetensors``) need ``cfg`` to build the model and run in batches of
-    ``batch_size``. An exported ``.mindir`` fixes its own batch and image size; its preprocessing is ``cfg``'s
-    (which must describe the exported model) or else the settings stored in it by ``export.py``. Either way
-    the returned :class:`Preprocess` holds the class names the file stores (None if it stores none).
+    ``batch_size``. An exported ``.mindir`` or ``.onnx`` (run by onnxruntime) fixes its own batch and image
+    size; its preprocessing is ``cfg``'s (which must describe the exported model) or else the settings stored
+    in it by ``export.py`` (:class:`MissingSettings` for a file without them). Either way the returned
+    :class:`Preprocess` holds the class names the file stores (None if it stores none).
     """
     from .factory import build_model  # the model zoo only for weights
 
     path = Path(model_path)
-    if path.suffix.lower() != ".mindir":
-        if path.suffix.lower() not in WEIGHT_SUFFIXES:
-            raise ValueError(f"{path}: expected a .mindir or weights ({', '.join(WEIGHT_SUFFIXES)})")
+    suffix = path.suffix.lower()
+    if suffix not in EXPORTED_SUFFIXES:
+        if suffix not in WEIGHT_SUFFIXES:
+            raise ValueError(f"{path}: expected a {' or '.join(EXPORTED_SUFFIXES)} file or weights "
+                             f"({', '.join(WEIGHT_SUFFIXES)})")
         if cfg is None:
             raise ValueError(f"{path}: building the model of a checkpoint needs its config")
         return CellPredictor(build_model(cfg, str(path)), batch_size), preprocess_from_config(cfg, path)
-    predictor = MindIRPredictor(path)
+    predictor = MindIRPredictor(path) if suffix == ".mindir" else OnnxPredictor(path)
     if cfg is None:
         if predictor.info is None:
-            raise ValueError(f"{path}: the file stores no preprocessing settings (not written by export.py); "
-                             f"give the config of the exported model")
+            raise MissingSettings(f"{path}: the file stores no preprocessing settings (not written by export.py), "
+                                  f"so the config of the exported model must give them")
         return predictor, Preprocess.from_dict(predictor.info, str(path))
     stored = _stored_names(predictor.info, str(path)) if predictor.info is not None else None
     pre = replace(preprocess_from_config(cfg), class_names=stored)

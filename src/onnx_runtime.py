@@ -13,6 +13,7 @@ matmul rate for MAC-utilisation (roofline) figures.
 onnxruntime and onnx are optional (``pip install -r requirements-onnx.txt``); without them these functions
 raise :class:`OnnxRuntimeMissing` (one line, with that command).
 """
+import functools
 import json
 import os
 import statistics
@@ -24,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INSTALL_HINT", "OnnxRuntimeMissing", "OnnxMeta", "read_onnx_meta", "OnnxPredictor",
-           "matmul_macs_per_second", "mac_utilisation", "time_onnx_files"]
+from .timing import timed_call
+
+__all__ = ["INSTALL_HINT", "OnnxRuntimeMissing", "OnnxMeta", "read_onnx_meta", "require_onnxruntime", "OnnxPredictor",
+           "MATMUL_SIZE", "matmul_roof", "matmul_macs_per_second", "mac_utilisation", "time_onnx_files"]
 
 INSTALL_HINT = "pip install -r requirements-onnx.txt"
+MATMUL_SIZE = (2048, 1024, 1024)  # [M, K] x [K, N] of the roof: large enough to run at the BLAS peak
 PREPROCESS_KEY = "ppt_preprocess"  # same key as src.onnx_graph.PREPROCESS_KEY and the MindIR's user_info
 
 
@@ -60,6 +64,12 @@ def read_onnx_meta(path: str | os.PathLike) -> OnnxMeta:
     outputs = [(o.name, _dims(o)) for o in graph.output]
     props = {p.key: p.value for p in model.metadata_props}
     return _meta(path, inputs, outputs, props)
+
+
+def require_onnxruntime() -> None:
+    """Fail early, in one line with the install command, when onnxruntime or onnx is missing."""
+    _import("onnx")
+    _import("onnxruntime")
 
 
 class OnnxPredictor:
@@ -95,22 +105,16 @@ class OnnxPredictor:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def matmul_macs_per_second(seconds_budget: float = 2.0, size: tuple[int, int, int] = (2048, 1024, 1024),
-                           threads: int | None = None) -> float:
-    """MACs per second of one large float32 matmul ``[M, K] x [K, N]`` (a Linear layer: the weight is a
-    constant) in onnxruntime, on the CPU provider with ``threads`` intra-op threads (None = its default).
-
-    Runs it repeatedly for about ``seconds_budget`` seconds (after one warm-up call) and returns the median
-    rate over the calls. Use it as the roof of :func:`mac_utilisation`: measure it in the same process and,
-    on a shared machine, interleaved with the model timings it is compared to.
-    """
+def matmul_roof(size: tuple[int, int, int] = MATMUL_SIZE, threads: int | None = None) -> tuple[Any, int]:
+    """A zero-argument call running one large float32 matmul ``[M, K] x [K, N]`` (a Linear layer: the weight
+    is a constant) in onnxruntime on the CPU provider with ``threads`` intra-op threads, and its MACs."""
     ort = _import("onnxruntime")
     onnx = _import("onnx")
     from onnx import TensorProto, helper, numpy_helper  # pylint: disable=import-outside-toplevel
 
     m, k, n = (int(v) for v in size)
-    if min(m, k, n) < 1 or not seconds_budget > 0:
-        raise ValueError(f"matmul_macs_per_second: expected positive size and budget, got {size}, {seconds_budget}")
+    if min(m, k, n) < 1:
+        raise ValueError(f"matmul roof: expected positive size, got {size}")
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
@@ -120,15 +124,27 @@ def matmul_macs_per_second(seconds_budget: float = 2.0, size: tuple[int, int, in
     model.ir_version = min(model.ir_version, onnx.IR_VERSION, 10)
     session = ort.InferenceSession(model.SerializeToString(), _session_options(ort, threads),
                                    providers=["CPUExecutionProvider"])
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    session.run(None, {"x": x})
+    feed = {"x": rng.standard_normal((m, k)).astype(np.float32)}
+    return functools.partial(session.run, None, feed), m * k * n
+
+
+def matmul_macs_per_second(seconds_budget: float = 2.0, size: tuple[int, int, int] = MATMUL_SIZE,
+                           threads: int | None = None) -> float:
+    """MACs per second of :func:`matmul_roof` in onnxruntime.
+
+    Runs it repeatedly for about ``seconds_budget`` seconds (after one warm-up call) and returns the median
+    rate over the calls. Use it as the roof of :func:`mac_utilisation`: measure it in the same process and,
+    on a shared machine, interleaved with the model timings it is compared to.
+    """
+    if not seconds_budget > 0:
+        raise ValueError(f"matmul_macs_per_second: expected a positive budget, got {seconds_budget}")
+    call, macs = matmul_roof(size, threads)
+    call()
     times: list[float] = []
     deadline = time.perf_counter() + seconds_budget
     while not times or (time.perf_counter() < deadline and len(times) < 1000):
-        start = time.perf_counter()
-        session.run(None, {"x": x})
-        times.append(time.perf_counter() - start)
-    return m * k * n / statistics.median(times)
+        times.append(timed_call(call)[1])
+    return macs / statistics.median(times)
 
 
 def mac_utilisation(images_per_second: float, macs_per_image: float, macs_per_second: float) -> float:
@@ -212,7 +228,5 @@ def time_onnx_files(paths: Sequence[str | os.PathLike], rounds: int = 5, threads
         rates.append(matmul_macs_per_second(matmul_budget, threads=threads))
         for path in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
             session, name, batch = runs[path]
-            start = time.perf_counter()
-            session.run(None, {name: batch})
-            seconds[path].append(time.perf_counter() - start)
+            seconds[path].append(timed_call(session.run, None, {name: batch})[1])
     return {"seconds": seconds, "macs_per_second": rates, "batch": {p: runs[p][2].shape[0] for p in runs}}

@@ -50,6 +50,12 @@ def token_schedule(num_tokens: int, depth: int, layers: Sequence[int],
     return tuple(counts), tuple(clamped)
 
 
+def as_dtype(t: Tensor, dtype: ms.Type) -> Tensor:
+    """``t`` in ``dtype``, without a Cast op when it already is: the dtype is known when the graph is built, and
+    a same-type Cast still runs as a kernel on CPU (a fixed cost that shows at batch 1)."""
+    return t if t.dtype == dtype else t.astype(dtype)
+
+
 def _sum_last(t: Tensor) -> Tensor:
     """Sum over the last axis, keeping it (size 1), as a matmul: ~6x faster than ReduceSum on CPU."""
     return ops.matmul(t, ops.ones((t.shape[-1], 1), t.dtype))
@@ -61,8 +67,8 @@ def importance_scores(attn: Tensor, v: Tensor, num_protected: int) -> Tensor:
     attn: ``[B, H, N, N]`` softmax attention; v: ``[B, H, N, D]``. Returns float32 ``[B, N]``; protected
     tokens get scores above every other token so sorting keeps them in front.
     """
-    attn = attn.astype(ms.float32)
-    v = v.astype(ms.float32)
+    attn = as_dtype(attn, ms.float32)
+    v = as_dtype(v, ms.float32)
     cls_attn = attn[:, :, 0, :].sum(axis=1)  # [B, N]
     v_norm = ops.sqrt(_sum_last(v * v).sum(axis=1).squeeze(-1))  # L2 norm over all heads' values
     s = (cls_attn * v_norm)[:, num_protected:]
@@ -85,8 +91,9 @@ def _take(x: Tensor, idx: Tensor) -> Tensor:
     to ``[B, K, C]``, and unlike ``gather(..., batch_dims=1)`` it exports to ONNX correctly.
     """
     b, n, c = x.shape
-    offsets = ops.arange(b, dtype=ms.int32).reshape(b, 1) * n
-    rows = (idx.astype(ms.int32) + offsets).reshape(-1)
+    # Built while the graph is compiled (shapes are static): no arange/mul kernels per call.
+    offsets = Tensor([[i * n] for i in range(b)], ms.int32)
+    rows = (as_dtype(idx, ms.int32) + offsets).reshape(-1)
     return ops.gather(x.reshape(b * n, c), rows, 0).reshape(b, idx.shape[1], c)
 
 
@@ -105,38 +112,44 @@ def _alternate(t: Tensor) -> tuple[Tensor, Tensor]:
     """
     n = t.shape[1]
     even = Tensor(list(range(0, n, 2)), ms.int32)
-    odd = Tensor(list(range(1, n, 2)), ms.int32)
-    return ops.gather(t, even, 1), ops.gather(t, odd, 1)
+    return ops.gather(t, even, 1), _odd(t)
+
+
+def _odd(t: Tensor) -> Tensor:
+    """Odd-position tokens of ``t: [B, N, ...]`` (see :func:`_alternate`)."""
+    return ops.gather(t, Tensor(list(range(1, t.shape[1], 2)), ms.int32), 1)
 
 
 def _match(metric: Tensor, r: int, num_protected: int) -> tuple[Tensor, Tensor, Tensor]:
     """ToMe bipartite matching on the cosine similarity of ``metric``: even-position tokens (A) against
     odd-position ones (B). Returns the ``r`` merged A indices, the kept A indices in position order, and the
     ``[B, Nb, r]`` one-hot matrix sending each merged A token to its B partner."""
-    metric = metric.astype(ms.float32)
+    metric = as_dtype(metric, ms.float32)
     metric = metric / ops.sqrt(_sum_last(metric * metric))
     a, b = _alternate(metric)
     sim = ops.matmul(a, b.swapaxes(1, 2))  # [B, Na, Nb]
     na, nb = sim.shape[1], sim.shape[2]
     # The class token (first A token) may not be merged; a distillation token (first B) takes no merge.
     neg_inf = Tensor(float("-inf"), ms.float32)
-    sim = ops.where(ops.arange(na).reshape(1, na, 1) == 0, neg_inf, sim)
+    sim = ops.where(Tensor([[[i == 0] for i in range(na)]], ms.bool_), neg_inf, sim)
     if num_protected == 2:
-        sim = ops.where(ops.arange(nb).reshape(1, 1, nb) == 0, neg_inf, sim)
+        sim = ops.where(Tensor([[[j == 0 for j in range(nb)]]], ms.bool_), neg_inf, sim)
     best_sim, best_dst = sim.max(axis=-1, return_indices=True)  # [B, Na]
     _, ranked = ops.sort(best_sim, axis=-1, descending=True)
     src_idx, unm_idx = ranked[:, :r], ranked[:, r:]
     unm_idx, _ = ops.sort(unm_idx.astype(ms.float32), axis=-1)  # position order (exact for N < 2**24)
-    dst_idx = ops.gather_elements(best_dst.astype(ms.int32), 1, src_idx.astype(ms.int32))  # [B, r]
+    dst_idx = ops.gather_elements(as_dtype(best_dst, ms.int32), 1, as_dtype(src_idx, ms.int32))  # [B, r]
     # A one-hot assignment matmul instead of a scatter: exportable (no ScatterElements) and deterministic.
-    assign = (dst_idx.expand_dims(-1) == ops.arange(nb, dtype=ms.int32).reshape(1, 1, nb)).astype(ms.float32)
-    return src_idx, unm_idx, assign.swapaxes(1, 2)
+    # Built as [B, Nb, r] directly (no transpose); the positions are a compile-time constant.
+    positions = Tensor([[[j] for j in range(nb)]], ms.int32)
+    assign_t = (positions == dst_idx.expand_dims(1)).astype(ms.float32)
+    return src_idx, unm_idx, assign_t
 
 
 def _merge_sum(t: Tensor, src_idx: Tensor, unm_idx: Tensor, assign_t: Tensor, num_protected: int) -> Tensor:
     """Sum the merged A rows of ``t`` into their B partners; output order: kept A tokens, then B tokens
     (with a distillation token moved to index 1, right after the class token)."""
-    _, t_b = _alternate(t)
+    t_b = _odd(t)
     # A token i sits at position 2 i: gather straight from t rather than from a copy of the A tokens
     merged = t_b + ops.matmul(assign_t, _take(t, src_idx * 2))
     kept = _take(t, unm_idx * 2)
@@ -152,10 +165,10 @@ def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int,
     x: ``[B, N, C]``, size: ``[B, N, 1]`` float32, metric: ``[B, N, D]``; ``source`` (optional, ``[B, N, P]``
     float32) marks which original patches each token stands for, and merges by union."""
     plan = _match(metric, r, num_protected)
-    summed = _merge_sum(x.astype(ms.float32) * size, *plan, num_protected)
+    summed = _merge_sum(as_dtype(x, ms.float32) * size, *plan, num_protected)
     new_size = _merge_sum(size, *plan, num_protected)
     new_source = None if source is None else _merge_sum(source, *plan, num_protected)
-    return (summed / new_size).astype(x.dtype), new_size, new_source
+    return as_dtype(summed / new_size, x.dtype), new_size, new_source
 
 
 def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int, threshold: float | Tensor,
@@ -166,7 +179,7 @@ def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tens
     Returns ``(x, size, source, pooled, svar)``: ``source`` is None unless given; ``pooled`` ``[B]`` bool
     is True for pooled images; ``svar`` ``[B]`` float32 is the score variance that decided it.
     """
-    size = size.astype(ms.float32)  # AMP O2 casts the blocks' float inputs, size included, to float16
+    size = as_dtype(size, ms.float32)  # AMP O2 casts the blocks' float inputs, size included, to float16
     scores = importance_scores(attn, v, num_protected)
     svar = score_variance(scores, num_protected)
     pooled = svar < threshold

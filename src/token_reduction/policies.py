@@ -14,7 +14,7 @@ from typing import ClassVar
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .functional import importance_scores, pool, prune, prune_or_pool, score_variance
+from .functional import as_dtype, importance_scores, pool, prune, prune_or_pool, score_variance
 
 __all__ = ["TokenReducer", "register_policy", "get_policy", "list_policies", "PPTReducer", "PruneReducer",
            "PoolReducer", "KeepFirstReducer", "TunablePPTReducer"]
@@ -129,7 +129,7 @@ class PruneReducer(TokenReducer):
                   source: Tensor | None = None) -> ReducerOutput:
         scores = importance_scores(attn, v, self.num_protected)
         svar = score_variance(scores, self.num_protected)
-        x, size, source = prune(x, size.astype(ms.float32), scores, self.r, source)
+        x, size, source = prune(x, as_dtype(size, ms.float32), scores, self.r, source)
         return x, size, source, _all(False, x), svar
 
     @staticmethod
@@ -147,7 +147,7 @@ class PoolReducer(TokenReducer):
 
     def construct(self, x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor,
                   source: Tensor | None = None) -> ReducerOutput:
-        x, size, source = pool(x, size.astype(ms.float32), metric, self.r, self.num_protected, source)
+        x, size, source = pool(x, as_dtype(size, ms.float32), metric, self.r, self.num_protected, source)
         return x, size, source, _all(True, x), ops.zeros((x.shape[0],), ms.float32)
 
     @staticmethod
@@ -168,7 +168,7 @@ class KeepFirstReducer(TokenReducer):
                   source: Tensor | None = None) -> ReducerOutput:
         n = x.shape[1] - self.r
         kept_source = None if source is None else source[:, :n]
-        return x[:, :n], size[:, :n].astype(ms.float32), kept_source, _all(False, x), ops.zeros((x.shape[0],),
+        return x[:, :n], as_dtype(size[:, :n], ms.float32), kept_source, _all(False, x), ops.zeros((x.shape[0],),
                                                                                                    ms.float32)
 
     @staticmethod

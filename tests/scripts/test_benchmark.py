@@ -1,5 +1,5 @@
-"""benchmark.py end to end on a tiny PPT model: the JSON report's bookkeeping (timings are not checked), the
-policies' rows, and the hand-over to the sweep."""
+"""benchmark.py end to end on a tiny PPT model in both backends: the JSON report's bookkeeping (timings are not
+checked), MAC utilisation and latency, the policies' rows, and the hand-over to the sweep."""
 
 import json
 import subprocess
@@ -10,18 +10,47 @@ import pytest
 
 from ..conftest import ROOT, macs_of
 
-VARIANT_KEYS = {"first_call_seconds", "runs_seconds", "median_seconds", "min_seconds", "images_per_sec"}
+VARIANT_KEYS = {"first_call_seconds", "runs_seconds", "median_seconds", "min_seconds", "p50_seconds", "p90_seconds",
+                "images_per_sec"}
+
+
+TINY = ["--config", "config/demo.yaml", "--set", "model.img_size=32", "model.embed_dim=48", "model.depth=2",
+        "ppt.layers=[1]", "ppt.r=4", "--warmup", "1", "--runs", "2", "--latency-runs", "3"]
+
+
+def _run(out, *argv):
+    proc = subprocess.run([sys.executable, "benchmark.py", *TINY, *argv, "--out", out], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def _check_entry(entry, report, names):
+    runs = 3 if entry["batch_size"] == 1 else 2  # --latency-runs at batch 1
+    assert len(entry["roof_runs_seconds"]) == runs
+    assert entry["macs_per_second"] == pytest.approx(2048 * 1024 * 1024 / np.median(entry["roof_runs_seconds"]))
+    for name in names:
+        v = entry[name]
+        assert set(v) == (VARIANT_KEYS | ({"speedup"} if name != "baseline" else set())
+                          | ({"mac_utilisation"} if name != "ppt_plain_slice" else set()))
+        assert len(v["runs_seconds"]) == runs
+        assert v["median_seconds"] == pytest.approx(float(np.median(v["runs_seconds"])))
+        assert v["p90_seconds"] == pytest.approx(float(np.percentile(v["runs_seconds"], 90)))
+        assert v["images_per_sec"] == pytest.approx(entry["batch_size"] / v["median_seconds"])
+        if name != "ppt_plain_slice":
+            assert v["mac_utilisation"] == pytest.approx(v["images_per_sec"] * report["macs"][name] /
+                                                         entry["macs_per_second"])
+    assert entry["speedup"] == pytest.approx(entry["baseline"]["median_seconds"] / entry["ppt"]["median_seconds"])
+    assert entry["speedup_best"] == pytest.approx(min(entry["baseline"]["runs_seconds"]) /
+                                                  min(entry["ppt"]["runs_seconds"]))
+    assert entry["speedup_paired"] == pytest.approx(float(np.median(
+        [b / p for b, p in zip(entry["baseline"]["runs_seconds"], entry["ppt"]["runs_seconds"])])))
+    pairs = zip(entry["ppt"]["runs_seconds"], entry["ppt_plain_slice"]["runs_seconds"])
+    assert entry["reduction_share"] == pytest.approx(float(np.median([(p - s) / p for p, s in pairs])))
 
 
 def test_benchmark_script_writes_json(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "benchmark.py", "--config", "config/demo.yaml", "--set", "model.img_size=32",
-         "model.embed_dim=48", "model.depth=2", "ppt.layers=[1]", "ppt.r=4", "--batch-size", "2", "3",
-         "--warmup", "1", "--runs", "2", "--policies", "prune", "pool", "--out", out], cwd=ROOT, capture_output=True,
-        text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(out.read_text())
+    proc, report = _run(tmp_path / "bench.json", "--batch-size", "2", "1", "--policies", "prune", "pool")
     assert "random" in report["weights"] and "plain slice" in report["reduction_method"]
     assert "random initialisation" in proc.stdout
     assert report["host"]["cores"] >= 1 and report["warmup"] == 1 and report["runs"] == 2
@@ -32,19 +61,20 @@ def test_benchmark_script_writes_json(tmp_path):
                                  for p in ("prune", "pool")}}
     assert "policy prune" in proc.stdout and "policy pool" in proc.stdout
     assert report["macs_ratio"] == pytest.approx(report["macs"]["baseline"] / report["macs"]["ppt"])
-    assert [e["batch_size"] for e in report["results"]] == [2, 3]
+    assert [(e["backend"], e["batch_size"]) for e in report["results"]] == [("mindspore", 2), ("mindspore", 1)]
     for entry in report["results"]:
-        for name in ("baseline", "ppt", "ppt_plain_slice", "policy_prune", "policy_pool"):
-            v = entry[name]
-            assert set(v) == VARIANT_KEYS | ({"speedup"} if name != "baseline" else set())
-            assert len(v["runs_seconds"]) == 2
-            assert v["median_seconds"] == pytest.approx(float(np.median(v["runs_seconds"])))
-            assert v["images_per_sec"] == pytest.approx(entry["batch_size"] / v["median_seconds"])
-        assert entry["speedup"] == pytest.approx(entry["baseline"]["median_seconds"] / entry["ppt"]["median_seconds"])
-        assert entry["speedup_best"] == pytest.approx(min(entry["baseline"]["runs_seconds"]) /
-                                                      min(entry["ppt"]["runs_seconds"]))
-        pairs = zip(entry["ppt"]["runs_seconds"], entry["ppt_plain_slice"]["runs_seconds"])
-        assert entry["reduction_share"] == pytest.approx(float(np.median([(p - s) / p for p, s in pairs])))
+        _check_entry(entry, report, ("baseline", "ppt", "ppt_plain_slice", "policy_prune", "policy_pool"))
+    assert "MAC util" in proc.stdout and "p90" in proc.stdout
+
+
+def test_benchmark_script_times_onnxruntime_and_mindspore_in_one_run(tmp_path):
+    """--backend both: the same models exported to ONNX, timed in the same rounds, each against its own roof."""
+    proc, report = _run(tmp_path / "bench.json", "--batch-size", "1", "--backend", "both")
+    assert report["backends"] == ["mindspore", "onnxruntime"]
+    assert [(e["backend"], e["batch_size"]) for e in report["results"]] == [("mindspore", 1), ("onnxruntime", 1)]
+    for entry in report["results"]:
+        _check_entry(entry, report, ("baseline", "ppt", "ppt_plain_slice"))
+    assert "onnxruntime" in proc.stdout
 
 
 def test_benchmark_script_runs_the_sweep(tmp_path):

@@ -44,7 +44,8 @@ def test_keep_first_policy_is_the_timing_baseline(graph_mode):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(model_kwargs=dict(TINY, ppt=None), batch_sizes=[2]), "ppt.enabled: false"),
     (dict(model_kwargs=dict(TINY, ppt=PPT), batch_sizes=[0]), "batch sizes must be ints >= 1"),
-    (dict(model_kwargs=dict(TINY, ppt=PPT), batch_sizes=[2], warmup=0), "warmup and runs must be >= 1"),
+    (dict(model_kwargs=dict(TINY, ppt=PPT), batch_sizes=[2], warmup=0), "warmup, runs and latency runs must be >= 1"),
+    (dict(model_kwargs=dict(TINY, ppt=PPT), batch_sizes=[2], backends=["tensorrt"]), "backends must be some of"),
 ])
 def test_benchmark_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
