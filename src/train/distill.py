@@ -9,6 +9,7 @@ the training state; the state records :func:`teacher_record` instead, so a resum
 teacher is the same.
 """
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ def teacher_record(cfg: Mapping[str, Any], model: nn.Cell, weights_file: str) ->
     """What a training state stores about the teacher: its model and ppt sections, its weights' hash, and
     where the weights came from (a resumed ``self`` run reloads its teacher from there)."""
     return {"model": dict(cfg["model"]), "ppt": dict(cfg["ppt"]), "weights_sha256": weights_sha256(model),
-            "weights_file": str(weights_file)}
+            "weights_file": os.path.abspath(weights_file)}  # absolute: a resume may run from elsewhere
 
 
 def _teacher_config(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], str]:

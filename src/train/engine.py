@@ -369,8 +369,8 @@ def train(cfg: Mapping[str, Any], *, output_dir: os.PathLike, ckpt_file: str | N
     Raises:
         TrainingDiverged: non-finite loss/gradients without loss scaling, or too many overflow-skipped steps.
         ResumeError: an unusable resume target.
-        ValueError: a fine-tuning config (``train.finetune``) without starting weights, or both a checkpoint
-            and a resume target.
+        ValueError: a fine-tuning config (``train.finetune``) without starting weights, both a checkpoint
+            and a resume target, or a distillation teacher that cannot be used (``build_teacher``).
     """
     state_file = _check_start(cfg, ckpt_file, resume)
     teacher_file = _self_teacher_weights(cfg, ckpt_file, state_file)

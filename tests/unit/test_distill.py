@@ -199,3 +199,51 @@ def test_refused_teachers_say_why_in_one_line_before_anything_is_written(tmp_pat
             train(config, output_dir=out, ckpt_file=str(weights) if weights else None, progress=False)
         assert "\n" not in str(err.value)
     assert not out.exists()
+
+
+def test_train_py_refuses_a_self_teacher_without_starting_weights(capsys, tmp_path):
+    from ..run_scripts import run_script
+
+    out = tmp_path / "never"
+    code, stdout, err = run_script(ROOT / "train.py", ["--set", "distill.type=soft", "--output_dir", str(out)], capsys)
+    assert code == 1 and err == ["train.py: error: distill.teacher is self (this model without PPT, with the "
+                                 "fine-tuning's starting weights) but no starting weights were given: the teacher "
+                                 "would be random weights"], err
+    assert not out.exists()
+
+
+def test_hard_distillation_trains_the_distillation_head_in_graph_mode(graph_mode):
+    """A distilled student: the class head learns the labels, the distillation head the teacher's top-1 class
+    (here the opposite of the labels), in one compiled step; the teacher's weights stay as they were."""
+    from mindspore import nn
+
+    from src.models import create_model
+    from src.train.distill import DistillationNet, TrainHeads
+    from src.train.optim import param_groups
+    from src.train.step import TrainStep
+
+    ms.set_seed(0)
+    student = create_model("deit_tiny_distilled_patch16_224", num_classes=3, **TINY)
+    teacher = tiny_model(ppt=False)
+    for name, p in teacher.parameters_and_names():
+        p.name, p.requires_grad = TEACHER_PREFIX + name, False
+    before = {p.name: p.asnumpy().copy() for p in teacher.get_parameters()}
+    # Biased so that its top-1 class is always 2 (whatever the image).
+    teacher.head.bias.set_data(Tensor(np.array([0.0, 0.0, 50.0], np.float32)))
+    before[TEACHER_PREFIX + "head.bias"] = teacher.head.bias.asnumpy().copy()
+    opt = nn.AdamWeightDecay(param_groups(student.trainable_params(), 0.0), learning_rate=[3e-3] * 40)
+    net = DistillationNet(TrainHeads(student), teacher, DistillationLoss(SoftTargetCrossEntropy(), "hard", 0.5, 1.0))
+    step = TrainStep(net, opt)
+    step.set_train(True)
+    teacher.set_train(False)
+    rng = np.random.default_rng(0)
+    labels = np.arange(12) % 2  # classes 0 and 1; the teacher always says 2
+    images = rng.normal(0, 0.3, (12, 3, 32, 32)).astype(np.float32)
+    images[np.arange(12), labels] += 1.5
+    targets = Tensor(np.eye(3, dtype=np.float32)[labels])
+    for _ in range(30):
+        loss, finite, _ = step(Tensor(images), targets)
+        assert bool(finite.asnumpy())
+    cls, dist = (o.asnumpy() for o in student.forward_heads(Tensor(images)))
+    assert (cls.argmax(1) == labels).mean() > 0.9 and (dist.argmax(1) == 2).all()
+    assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in teacher.get_parameters())
