@@ -33,13 +33,15 @@ from .schema import (
 )
 from .token_reduction import PPTSetting, get_policy, list_policies
 
-__all__ = ["ConfigError", "SCHEMA", "AMP_LEVELS", "LOSS_SCALES", "load_config", "save_config", "schema_markdown",
-           "configured_spec", "ppt_setting", "model_kwargs"]
+__all__ = ["ConfigError", "SCHEMA", "AMP_LEVELS", "LOSS_SCALES", "DISTILL_TYPES", "SELF_TEACHER", "load_config",
+           "save_config", "schema_markdown", "configured_spec", "ppt_setting", "model_kwargs"]
 
 # ----------------------------------------------------------------------------------------------- schema
 
 AMP_LEVELS = ("auto", "O0", "O2")
 LOSS_SCALES = ("auto", "none", "dynamic")
+DISTILL_TYPES = ("none", "soft", "hard")
+SELF_TEACHER = "self"  # distill.teacher: the student's own starting weights without token reduction
 
 _TABLE: dict[str, Key | dict[str, Key]] = {
     "seed": Key(an_int(0, 2 ** 32 - 1), 0, "seed of every random generator (init, shuffling, augmentation)"),
@@ -141,6 +143,22 @@ _TABLE: dict[str, Key | dict[str, Key]] = {
         "mixup_switch_prob": Key(a_float(0, 1), 0.5, "probability of CutMix instead of Mixup when both are on"),
         "label_smoothing": Key(a_float(0, 1, hi_open=True), 0.1, "label smoothing of the targets"),
     },
+    "distill": {
+        "type": Key(a_str(DISTILL_TYPES), "none",
+                    "knowledge distillation from a frozen teacher (DeiT's losses): none; soft = KL divergence from "
+                    "the teacher's softmax at temperature tau, times tau^2, averaged over images and classes; "
+                    "hard = cross-entropy with the teacher's top-1 class. A distilled DeiT trains its distillation "
+                    "head on it, another model its class head: (1 - alpha) * CE(labels) + alpha * distillation"),
+        "teacher": Key(a_str(), SELF_TEACHER,
+                       "self = this model without token reduction and with the starting weights (PPT learns to "
+                       "match the model it came from); or a weights file of any model this project builds "
+                       "(described by teacher_config)"),
+        "teacher_config": Key(a_str(nullable=True), None,
+                              "config YAML of a weights-file teacher (its model and ppt sections); null = this "
+                              "config's model with PPT off; must be null for the self teacher"),
+        "alpha": Key(a_float(0, 1), 0.5, "weight of the distillation term (DeiT's 0.5)"),
+        "tau": Key(a_float(0, lo_open=True), 1.0, "temperature of soft distillation (DeiT's 1.0)"),
+    },
 }
 
 def _arch_values(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,9 +220,16 @@ def _check_train(cfg: dict[str, Any]) -> None:
             raise KeyProblem(f"aug.{key}", f"expected [lo, hi] with lo <= hi, got {show(aug[key])}")
 
 
+def _check_distill(cfg: dict[str, Any]) -> None:
+    distill = cfg["distill"]
+    if distill["teacher"] == SELF_TEACHER and distill["teacher_config"] is not None:
+        raise KeyProblem("distill.teacher_config", f"expected null with distill.teacher self (the teacher is this "
+                                                   f"config's model), got {show(distill['teacher_config'])}")
+
+
 # Rules over several keys, run in order after every key passed its own check; load_config adds the file or
 # override to the KeyProblem they raise.
-SCHEMA = Schema(_TABLE, [_check_model, _check_ppt, _check_train])
+SCHEMA = Schema(_TABLE, [_check_model, _check_ppt, _check_train, _check_distill])
 
 
 def load_config(path: PathLike, overrides: Sequence[str] | None = None) -> dict[str, Any]:

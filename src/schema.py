@@ -131,13 +131,16 @@ def a_bool() -> Check:
     return Check("true or false", fn)
 
 
-def a_str(choices: Sequence[str] | None = None) -> Check:
-    """A non-empty string, or one of ``choices``."""
-    def fn(v: Any) -> str:
+def a_str(choices: Sequence[str] | None = None, nullable: bool = False) -> Check:
+    """A non-empty string, or one of ``choices``; ``nullable`` also accepts null."""
+    def fn(v: Any) -> str | None:
+        if v is None and nullable:
+            return None
         if not isinstance(v, str) or not v.strip() or (choices is not None and v not in choices):
             raise _Invalid
         return v
-    return Check("one of " + ", ".join(f"'{c}'" for c in choices) if choices else "a non-empty string", fn)
+    text = "one of " + ", ".join(f"'{c}'" for c in choices) if choices else "a non-empty string"
+    return Check(text + (" or null" if nullable else ""), fn)
 
 
 def int_or_int_list(lo: int = 0) -> Check:

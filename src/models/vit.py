@@ -96,6 +96,12 @@ class VisionTransformer(nn.Cell):
             logits = (logits + self.head_dist(x[:, 1])) / 2
         return logits
 
+    def forward_heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Images -> (class-head logits, distillation-head logits) of a distilled model: DeiT's distillation
+        trains the two heads on different targets."""
+        x = self.forward_features(x)
+        return self.head(x[:, 0]), self.head_dist(x[:, 1])
+
     def forward_with_stats(self, x: Tensor, trace: bool = False):
         """Logits plus, per PP block, which images were pooled (``[B, L]`` bool) and their score variance
         (``[B, L]`` float32); with no PP block both are ``[B, 0]``.

@@ -19,23 +19,27 @@ from typing import Any
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor
+from mindspore import Tensor, nn
 
 from ..checkpoint import load_state_dict, read_state_dict, save_weights
 from ..class_names import CLASS_NAMES_KEY
-from ..config import save_config
+from ..config import SELF_TEACHER, save_config
 from ..evaluate import evaluate
 from ..factory import build_model, dataset_from_config
 from ..fileio import write_text_atomic
 from ..models import PPTStats, VisionTransformer
+from .distill import DistillationNet, Teacher, TrainHeads, build_teacher, describe_teacher
 from .ema import ModelEMA
-from .loss import create_loss
+from .loss import DistillationLoss, create_loss
 from .optim import create_optimizer, scaled_lr
 from .state import (
+    TEACHER_KEY,
+    ResumeError,
     ema_weights_path,
     find_resume_file,
     load_training_state,
     prune_checkpoints,
+    read_state_meta,
     save_training_state,
     state_path,
     weights_path,
@@ -157,6 +161,7 @@ class _Run:
     global_batch: int
     ema_model: VisionTransformer | None
     class_names: list[str]  # the training split's sorted class folders: label i is class_names[i]
+    teacher_record: dict[str, Any] | None  # what identifies the distillation teacher (None: no distillation)
     start_epoch: int = 0
     best_top1: float = -1.0
     best_epoch: int = 0
@@ -178,8 +183,20 @@ def _check_start(cfg: Mapping[str, Any], ckpt_file: str | None, resume: str | No
     return find_resume_file(resume) if resume else None
 
 
-def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: str | None, dist: _Dist) -> _Run:
-    """Model (with starting weights), precision, optimiser, EMA and the compiled train step."""
+def _self_teacher_weights(cfg: Mapping[str, Any], ckpt_file: str | None, state_file: Path | None) -> str | None:
+    """The weights of a ``self`` teacher: the starting weights, or for a resumed run those it started from."""
+    if state_file is None or cfg["distill"]["type"] == "none" or cfg["distill"]["teacher"] != SELF_TEACHER:
+        return ckpt_file
+    record = read_state_meta(state_file).get(TEACHER_KEY)
+    if record is None:
+        raise ResumeError(f"training state {state_file}: written by a run without a teacher; this run distils "
+                          f"(distill.type {cfg['distill']['type']})")
+    return record["weights_file"]
+
+
+def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: str | None, dist: _Dist, teacher_file: str | None) -> _Run:
+    """Model (with starting weights), precision, optimiser, EMA, the distillation teacher (``teacher_file``:
+    the self teacher's weights) and the compiled train step."""
     tcfg = cfg["train"]
     ms.set_seed(cfg["seed"])  # weight init (identical on every rank)
     model = build_model(dict(cfg))
@@ -194,9 +211,14 @@ def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: str | None, dist: _Dist
     if loss_scale == "dynamic":
         scaler = ms.amp.DynamicLossScaler(tcfg["loss_scale_init"], 2, tcfg["loss_scale_window"])
     ema = ModelEMA(model.trainable_params(), tcfg["ema_decay"]) if tcfg["ema"] else None
-    step = TrainStep(net, create_loss(info.soft_targets, model.num_classes), optimizer, scaler=scaler,
-                     clip_grad=tcfg["clip_grad"], ema=ema, distributed=dist.size > 1)
+    teacher = build_teacher(cfg, teacher_file)
+    step = TrainStep(_loss_net(cfg, model, net, teacher, create_loss(info.soft_targets, model.num_classes), amp_level),
+                     optimizer, scaler=scaler, clip_grad=tcfg["clip_grad"], ema=ema, distributed=dist.size > 1)
     step.set_train(True)
+    if teacher is not None:
+        teacher.model.set_train(False)  # frozen and always in inference mode
+        _say(f"distillation: {cfg['distill']['type']} (alpha {cfg['distill']['alpha']:g}, tau "
+             f"{cfg['distill']['tau']:g}) from {describe_teacher(teacher.record)}", dist)
     ema_model = build_model(dict(cfg)) if ema is not None else None
     peak = scaled_lr(tcfg["base_lr"], global_batch)
     _say(f"precision: amp {amp_level}, loss scaling {loss_scale}; peak lr {peak:.3g} = train.base_lr "
@@ -204,12 +226,29 @@ def _setup(cfg: Mapping[str, Any], out: Path, ckpt_file: str | None, dist: _Dist
     if peak < tcfg["min_lr"]:
         _say(f"note: the peak lr {peak:.3g} is below train.min_lr {tcfg['min_lr']:g}, so the cosine phase rises to "
              f"min_lr (as DeiT's scheduler does); lower train.min_lr for a decaying schedule", dist)
-    return _Run(cfg, dist, out, model, step, schedule, info.num_batches, global_batch, ema_model, list(info.classes))
+    return _Run(cfg, dist, out, model, step, schedule, info.num_batches, global_batch, ema_model, list(info.classes),
+                teacher.record if teacher is not None else None)
+
+
+def _loss_net(cfg: Mapping[str, Any], model: VisionTransformer, net: nn.Cell, teacher: Teacher | None,
+              base_loss: nn.Cell, amp_level: str) -> nn.Cell:
+    """``(images, targets) -> loss``: the (AMP-wrapped) student ``net`` against the labels, or with a teacher
+    DeiT's distillation loss, student and teacher at the same AMP level."""
+    if teacher is None:
+        return nn.WithLossCell(net, base_loss)
+    heads, teacher_net = TrainHeads(model), teacher.model
+    if amp_level != "O0":
+        heads = ms.amp.auto_mixed_precision(heads, amp_level)
+        teacher_net = ms.amp.auto_mixed_precision(teacher_net, amp_level)
+    distill = cfg["distill"]
+    return DistillationNet(heads, teacher_net, DistillationLoss(base_loss, distill["type"], distill["alpha"],
+                                                                distill["tau"]))
 
 
 def _resume(run: _Run, state_file: Path) -> None:
     """Restore the train step (weights, optimiser, EMA, loss scale) and the run's progress from a state file."""
-    meta = load_training_state(run.step, run.model, state_file, run.cfg, run.dist.size, run.class_names)
+    meta = load_training_state(run.step, run.model, state_file, run.cfg, run.dist.size, run.class_names,
+                               run.teacher_record)
     run.start_epoch, run.best_top1, run.best_epoch = meta["epoch"], meta["best_top1"], meta["best_epoch"]
     run.skipped_run = meta["skipped_run"]
     run.history = _read_log(run.out / LOG_NAME, run.start_epoch)
@@ -274,7 +313,7 @@ def _save_epoch(run: _Run, record: dict[str, Any], improved: bool) -> None:
     names = {CLASS_NAMES_KEY: run.class_names}  # in every file, so the weights name their outputs
     meta = {"epoch": epoch, "global_step": record["global_step"], "best_top1": run.best_top1,
             "best_epoch": run.best_epoch, "skipped_run": run.skipped_run, "seed": cfg["seed"],
-            "world_size": run.dist.size, "config": dict(cfg), **names}
+            "world_size": run.dist.size, "config": dict(cfg), TEACHER_KEY: run.teacher_record, **names}
     save_training_state(run.step, run.model, state_path(out, epoch), meta)
     weight_meta = {"epoch": epoch, "top1": record["val"]["top1"], "model": cfg["model"]["name"], **names}
     save_weights(run.model, weights_path(out, epoch), weight_meta)
@@ -330,12 +369,13 @@ def train(cfg: Mapping[str, Any], *, output_dir: os.PathLike, ckpt_file: str | N
     Raises:
         TrainingDiverged: non-finite loss/gradients without loss scaling, or too many overflow-skipped steps.
         ResumeError: an unusable resume target.
-        ValueError: a fine-tuning config (``train.finetune``) without starting weights, or both a checkpoint
-            and a resume target.
+        ValueError: a fine-tuning config (``train.finetune``) without starting weights, both a checkpoint
+            and a resume target, or a distillation teacher that cannot be used (``build_teacher``).
     """
     state_file = _check_start(cfg, ckpt_file, resume)
+    teacher_file = _self_teacher_weights(cfg, ckpt_file, state_file)
     dist = _init_distributed()
-    run = _setup(cfg, Path(output_dir), ckpt_file, dist)
+    run = _setup(cfg, Path(output_dir), ckpt_file, dist, teacher_file)
     if state_file is not None:
         _resume(run, state_file)
     epochs = cfg["train"]["epochs"]

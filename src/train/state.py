@@ -4,8 +4,8 @@ Per epoch ``N`` the output folder receives (each file written to a temporary nam
 
 * ``epoch_N.state.ckpt``: the whole training state -- model weights, AdamW moments and step, EMA weights,
   loss-scale state -- plus ``meta.train_state``, a JSON string with the epoch, global step, best top-1 so
-  far, the seed, the resolved config and the class names (the training split's sorted class folders).
-  Resuming reads this file.
+  far, the seed, the resolved config, the class names (the training split's sorted class folders) and,
+  when distilling, what identifies the teacher (not its weights). Resuming reads this file.
 * ``epoch_N.ckpt``: the model weights alone (``src.checkpoint.save_weights``) with the class names:
   ``eval.py --ckpt`` reads it.
 * ``epoch_N.ema.ckpt``: the EMA weights under the model's own names (when ``train.ema`` is on).
@@ -25,18 +25,23 @@ import mindspore as ms
 from mindspore import nn
 
 from ..class_names import CLASS_NAMES_KEY, describe_difference
+from ..config import SCHEMA
 from ..fileio import PathLike, atomic_path
+from .distill import TEACHER_PREFIX
 
 __all__ = ["STATE_FORMAT", "STATE_SUFFIX", "ResumeError", "state_path", "weights_path", "ema_weights_path",
            "save_training_state", "load_training_state", "find_resume_file", "epoch_files",
-           "prune_checkpoints", "RESUME_KEYS"]
+           "prune_checkpoints", "RESUME_KEYS", "TEACHER_KEY", "read_state_meta"]
 
 STATE_FORMAT = "ppt-mindspore-train-state-v1"
 STATE_SUFFIX = ".state.ckpt"
 META_KEY = "meta.train_state"
 # Config entries that must be equal to resume: they define the model, the schedule and the data order.
 RESUME_KEYS = ("seed", "model", "ppt", "train", "aug", "data.batch_size", "data.mean", "data.std",
-               "data.interpolation", "data.repeated_aug")
+               "data.interpolation", "data.repeated_aug", "distill.type", "distill.alpha", "distill.tau")
+# The state's record of the distillation teacher (src.train.distill.teacher_record); the teacher's weights
+# themselves are not in the state (the teacher is rebuilt from them, and its hash compared).
+TEACHER_KEY = "teacher"
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.state\.ckpt$")
 
 
@@ -63,7 +68,8 @@ def _atomic_save(entries: list[dict[str, Any]], path: Path, append: dict[str, An
 
 
 def _state_parameters(train_step: nn.Cell, model: nn.Cell) -> dict[str, ms.Parameter]:
-    """Every parameter of the train step except the learning-rate table (rebuilt from the config).
+    """Every parameter of the train step except the learning-rate table (rebuilt from the config) and the
+    distillation teacher's (rebuilt from its weights file).
 
     The model's parameters go under their plain names (as in weight files): wrapping the model in another
     cell (e.g. ``PPTStats``) may prefix their ``Parameter.name``. The others (``adam_m.*``, ``adam_v.*``,
@@ -72,7 +78,7 @@ def _state_parameters(train_step: nn.Cell, model: nn.Cell) -> dict[str, ms.Param
     params = dict(model.parameters_and_names())
     own = {id(p) for p in params.values()}
     for p in train_step.get_parameters():
-        if id(p) in own or p.name == "learning_rate":
+        if id(p) in own or p.name == "learning_rate" or p.name.startswith(TEACHER_PREFIX):
             continue
         if p.name in params:
             raise ValueError(f"training state: two parameters are named '{p.name}'")
@@ -107,22 +113,14 @@ def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
     return None
 
 
-def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg: Mapping[str, Any],
-                        world_size: int, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Restore ``train_step`` (whose network is ``model``) from a :func:`save_training_state` file; return its meta.
-
-    Raises:
-        ResumeError: the file is unreadable or corrupt, is not a training state, was written for another
-            config (any of :data:`RESUME_KEYS`), number of devices or other ``class_names`` than it stores (the
-            labels would change meaning; a state written before names were stored is not checked), or its
-            tensors do not match the model.
-    """
-    path = Path(path)
+def _read_state(path: Path, meta_only: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, meta) of a training state file, or ResumeError."""
     where = f"training state {path}"
     if not path.is_file():
         raise ResumeError(f"{where}: no such file")
+    only_meta = {"choice_func": _is_meta_key} if meta_only else {}
     try:
-        loaded = ms.load_checkpoint(str(path), crc_check=True)
+        loaded = ms.load_checkpoint(str(path), crc_check=True, **only_meta)
     # Broad on purpose: a damaged file surfaces as RuntimeError/ValueError/protobuf errors depending on
     # where the damage is; all of them mean the same thing to the user.
     except Exception as exc:  # pylint: disable=broad-except
@@ -136,8 +134,43 @@ def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
         raise ResumeError(f"{where}: not a training state written by train.py (a weights-only file such as "
                           f"epoch_N.ckpt is a starting point for a new run, not a state to resume)")
+    return loaded, meta
+
+
+def _is_meta_key(name: str) -> bool:
+    return name == META_KEY
+
+
+def read_state_meta(path: PathLike) -> dict[str, Any]:
+    """The ``meta.train_state`` record of a training state file (its tensors are not read)."""
+    return _read_state(Path(path), meta_only=True)[1]
+
+
+def _teacher_difference(stored: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> str | None:
+    """How the teacher recorded in a state differs from this run's (None: the same)."""
+    if stored is None or current is None:
+        if stored is current:
+            return None
+        return f"the file's run had {'no' if stored is None else 'a'} teacher, this run has " \
+               f"{'none' if current is None else 'one'}"
+    for section in ("model", "ppt"):
+        diff = _first_difference(stored[section], current[section], f"teacher {section}")
+        if diff:
+            return diff
+    if stored["weights_sha256"] != current["weights_sha256"]:
+        return (f"the teacher's weights differ: sha256 {stored['weights_sha256'][:12]} (the file's, from "
+                f"{stored['weights_file']}) vs {current['weights_sha256'][:12]} (this run's, from "
+                f"{current['weights_file']})")
+    return None
+
+
+def _check_meta(meta: Mapping[str, Any], where: str, cfg: Mapping[str, Any], world_size: int,
+                class_names: Sequence[str] | None, teacher: Mapping[str, Any] | None) -> None:
+    """Refuse a state written by another run than this one (see :func:`load_training_state`)."""
+    # A state written before distillation existed trained without it.
+    stored_cfg = {"distill": {k: row.default for k, row in SCHEMA["distill"].items()}, **meta["config"]}
     for key in RESUME_KEYS:
-        diff = _first_difference(_config_value(meta["config"], key), _config_value(cfg, key), key)
+        diff = _first_difference(_config_value(stored_cfg, key), _config_value(cfg, key), key)
         if diff:
             raise ResumeError(f"{where}: written with another config: {diff}")
     if meta["world_size"] != world_size:
@@ -147,6 +180,29 @@ def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg
     if class_names is not None and stored is not None and list(stored) != list(class_names):
         raise ResumeError(f"{where}: written for other class folders ({describe_difference(stored, class_names)}: "
                           f"the file's vs this run's); the labels would change meaning")
+    diff = _teacher_difference(meta.get(TEACHER_KEY), teacher)
+    if diff:
+        raise ResumeError(f"{where}: written with another teacher: {diff}")
+
+
+def load_training_state(train_step: nn.Cell, model: nn.Cell, path: PathLike, cfg: Mapping[str, Any],
+                        world_size: int, class_names: Sequence[str] | None = None,
+                        teacher: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Restore ``train_step`` (whose network is ``model``) from a :func:`save_training_state` file; return its meta.
+
+    ``teacher`` is this run's distillation teacher record (``src.train.distill.teacher_record``) or None; the
+    state must have been written with the same one (its weights are not in the state, only their hash).
+
+    Raises:
+        ResumeError: the file is unreadable or corrupt, is not a training state, was written for another
+            config (any of :data:`RESUME_KEYS`), number of devices, other ``class_names`` than it stores (the
+            labels would change meaning; a state written before names were stored is not checked) or another
+            teacher, or its tensors do not match the model.
+    """
+    path = Path(path)
+    where = f"training state {path}"
+    loaded, meta = _read_state(path)
+    _check_meta(meta, where, cfg, world_size, class_names, teacher)
     params = _state_parameters(train_step, model)
     missing = sorted(set(params) - set(loaded))
     unexpected = sorted(set(loaded) - set(params))

@@ -68,8 +68,8 @@ class TrainStep(nn.Cell):
     """``construct(images, targets) -> (loss, finite, grad_norm)`` runs one step.
 
     Args:
-        model: the network (``model(images) -> logits``), possibly wrapped for AMP.
-        loss_fn: ``loss_fn(logits, targets) -> scalar``.
+        net_with_loss: ``net_with_loss(images, targets) -> scalar loss`` (``nn.WithLossCell(model, loss_fn)``, or
+            a ``DistillationNet`` that also runs a frozen teacher); gradients are taken for ``optimizer.parameters``.
         optimizer: updates ``optimizer.parameters`` from gradients.
         scaler: dynamic loss scaler, or None (loss scale 1: any non-finite gradient is reported, not skipped
             silently: ``finite`` is False and nothing is updated).
@@ -79,11 +79,11 @@ class TrainStep(nn.Cell):
         distributed: average gradients over the data-parallel group (and agree on ``finite``).
     """
 
-    def __init__(self, model: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer,
+    def __init__(self, net_with_loss: nn.Cell, optimizer: nn.Optimizer,
                  scaler: ms.amp.DynamicLossScaler | None = None, clip_grad: float = 0.0,
                  ema: ModelEMA | None = None, distributed: bool = False):
         super().__init__(auto_prefix=False)  # keep the parameters' own names
-        self.net = nn.WithLossCell(model, loss_fn)
+        self.net = net_with_loss
         self.optimizer = optimizer
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)

@@ -2,6 +2,7 @@
 differently; the quick start runs."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,22 +20,47 @@ from src.config import load_config
 from src.train import train
 
 setup_context("CPU", "graph")
-config, out, dump = sys.argv[1:]
-result = train(load_config(config), output_dir=f"{out}_rank{get_rank()}", progress=False)
+config, out, dump, *start = sys.argv[1:]
+result = train(load_config(config), output_dir=f"{out}_rank{get_rank()}", ckpt_file=(start or [None])[0],
+               progress=False)
 np.savez(f"{dump}_rank{get_rank()}.npz", **{n: p.asnumpy() for n, p in result.model.parameters_and_names()})
 """
 
 
+def _free_port() -> int:
+    """A port nobody listens on now (tests running at the same time must not share msrun's master port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _with_self_distillation(config, start):
+    """Soft distillation from the self teacher, starting from random no-PPT weights saved to ``start``."""
+    import yaml
+
+    from src.checkpoint import save_weights
+    from src.models import create_model
+
+    doc = yaml.safe_load(config.read_text())
+    doc["distill"] = {"type": "soft", "teacher": "self", "tau": 2.0}
+    config.write_text(yaml.safe_dump(doc))
+    save_weights(create_model("deit_tiny_patch16_224", num_classes=3, **TINY), start)
+    return [str(start)]
+
+
 @pytest.mark.slow
-def test_msrun_two_workers_data_parallel(tmp_path, image_folder):
-    """The documented msrun command: ranks end with identical weights, only rank 0 writes outputs."""
+@pytest.mark.parametrize("distill", [False, True], ids=["plain", "self_distillation"])
+def test_msrun_two_workers_data_parallel(tmp_path, image_folder, distill):
+    """The documented msrun command: ranks end with identical weights, only rank 0 writes outputs; the same
+    with a self teacher in the step."""
     config = write_config(tmp_path, image_folder, batch_size=6)  # 3 steps per epoch on each of 2 ranks
+    start = _with_self_distillation(config, tmp_path / "start.ckpt") if distill else []
     driver = tmp_path / "driver.py"
     driver.write_text(_DRIVER)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = ["msrun", "--worker_num=2", "--local_worker_num=2", "--master_addr=127.0.0.1", "--master_port=8129",
-           f"--log_dir={tmp_path / 'LOGS'}", "--join=True", str(driver), str(config), str(tmp_path / "out"),
-           str(tmp_path / "params")]
+    cmd = ["msrun", "--worker_num=2", "--local_worker_num=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", f"--log_dir={tmp_path / 'LOGS'}", "--join=True", str(driver), str(config),
+           str(tmp_path / "out"), str(tmp_path / "params"), *start]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     logs = "\n".join(p.read_text() for p in sorted((tmp_path / "LOGS").glob("worker_*.log")))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs[-4000:]
@@ -47,6 +73,7 @@ def test_msrun_two_workers_data_parallel(tmp_path, image_folder):
     assert (tmp_path / "out_rank0" / "epoch_0002.ckpt").exists() and (tmp_path / "out_rank0" / "log.jsonl").exists()
     assert not (tmp_path / "out_rank1").exists()
     assert "on 2 device(s)" in logs
+    assert ("distillation: soft" in logs) == distill
 
 
 _AUG_DRIVER = """

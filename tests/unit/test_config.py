@@ -99,8 +99,9 @@ def test_readme_table_matches_schema():
 
 def test_defaults_are_filled(tmp_path):
     cfg = load_config(write(tmp_path, MINIMAL))
-    # Every schema section is filled in; the train/aug defaults are checked by tests/test_train.py.
-    assert set(cfg) == {"seed", "model", "ppt", "data", "train", "aug"}
+    # Every schema section is filled in; the train/aug/distill defaults are checked by tests/test_train.py and
+    # tests/test_distill.py.
+    assert set(cfg) == {"seed", "model", "ppt", "data", "train", "aug", "distill"}
     assert cfg["train"] == {k: key.default for k, key in SCHEMA["train"].items()}
     assert {k: cfg[k] for k in ("seed", "model", "ppt", "data")} == {
         "seed": 0,

@@ -152,7 +152,7 @@ def test_clip_by_global_norm(pynative):
 
 def _step_cell(model, scaler=None, clip_grad=0.0, lr=1e-3, steps=20):
     opt = nn.AdamWeightDecay(param_groups(model.trainable_params(), 0.05), learning_rate=[lr] * steps)
-    return TrainStep(model, SoftTargetCrossEntropy(), opt, scaler=scaler, clip_grad=clip_grad), opt
+    return TrainStep(nn.WithLossCell(model, SoftTargetCrossEntropy()), opt, scaler=scaler, clip_grad=clip_grad), opt
 
 
 def test_loss_scaler_skips_overflowing_step(pynative):
