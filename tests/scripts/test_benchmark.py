@@ -69,6 +69,8 @@ def test_benchmark_script_writes_json(tmp_path):
 
 def test_benchmark_script_times_onnxruntime_and_mindspore_in_one_run(tmp_path):
     """--backend both: the same models exported to ONNX, timed in the same rounds, each against its own roof."""
+    pytest.importorskip("onnxruntime", reason="needs the optional requirements-onnx.txt")
+    pytest.importorskip("onnx", reason="needs the optional requirements-onnx.txt")
     proc, report = _run(tmp_path / "bench.json", "--batch-size", "1", "--backend", "both")
     assert report["backends"] == ["mindspore", "onnxruntime"]
     assert [(e["backend"], e["batch_size"]) for e in report["results"]] == [("mindspore", 1), ("onnxruntime", 1)]

@@ -87,6 +87,7 @@ def _image(folder):
 
 
 def test_export_mindir_and_onnx_then_infer(finetuned):
+    pytest.importorskip("onnxruntime", reason="needs the optional requirements-onnx.txt")
     d, config, _, best, _, images = finetuned
     image = _image(images)
     for fmt in ("MINDIR", "ONNX"):
