@@ -122,19 +122,23 @@ def test_policy_registry():
 
 @pytest.mark.parametrize("policy, threshold", [("prune", 0.0), ("pool", 1e9)])
 def test_prune_and_pool_policies_equal_ppt_at_the_threshold_ends(policy, threshold, golden_input, any_mode):
-    """prune = ppt with threshold 0, pool = ppt with threshold 1e9, bit for bit, without the other branch."""
+    """prune = ppt with threshold 0, pool = ppt with threshold 1e9, bit for bit, without the other branch.
+
+    Compared on the statistics path only (two compiles in graph mode, not four): that the lean path gives
+    the same logits is tests/unit/test_golden.py's test_stats_path_matches_lean_path_in_graph_mode."""
+    from src.models import PPTStats
+
     from ..conftest import make_mini
 
     x = ms.Tensor(golden_input)
     only = make_mini(dict(r=50, layers=[3, 6, 9], threshold=None, prop_attn=True, policy=policy))
     ppt = make_mini(dict(r=50, layers=[3, 6, 9], threshold=threshold, prop_attn=True))
-    np.testing.assert_array_equal(only(x).asnumpy(), ppt(x).asnumpy())
-    from src.models import PPTStats
-
-    _, pooled, svar = PPTStats(only)(x)
-    assert (pooled.asnumpy() == (policy == "pool")).all()
+    logits, pooled, svar = PPTStats(only)(x)
+    ppt_logits, ppt_pooled, ppt_svar = PPTStats(ppt)(x)
+    np.testing.assert_array_equal(logits.asnumpy(), ppt_logits.asnumpy())
+    assert (pooled.asnumpy() == (policy == "pool")).all() and (ppt_pooled.asnumpy() == (policy == "pool")).all()
     if policy == "prune":  # it computes the score, so it reports the variance ppt decides by
-        np.testing.assert_array_equal(svar.asnumpy(), PPTStats(ppt)(x)[2].asnumpy())
+        np.testing.assert_array_equal(svar.asnumpy(), ppt_svar.asnumpy())
 
 
 def test_keep_first_reducer_keeps_the_first_tokens():
