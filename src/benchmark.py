@@ -12,8 +12,9 @@ Three models with the same (random) weights run on the same random batch:
 
 Timing: the first call of each model (which compiles the graph in graph mode) and the further warm-up
 calls are not timed; then the models are timed in interleaved rounds (baseline, ppt, ppt_plain_slice,
-repeated), each call synchronised by copying the logits to the host, so a change of machine load affects
-all three alike. With the ``onnxruntime`` backend the same Cells (same weights) are exported to temporary ONNX
+repeated), each call synchronised by copying the logits to the host and preceded by a short pause
+(``SETTLE_SECONDS``) so that the previous model's idle threads have stopped spinning, so a change of machine load
+affects all three alike. With the ``onnxruntime`` backend the same Cells (same weights) are exported to temporary ONNX
 files (:func:`src.export.export_model`, verified against the Cells) and their sessions take part in the same
 rounds. Every round also times one large matmul in each backend (the roof: MindSpore's in the current mode,
 onnxruntime's on its CPU provider), so MAC utilisation = images/s x MACs per image / roof rate compares the model
@@ -29,6 +30,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -47,6 +49,11 @@ from .token_reduction import PPTSetting
 __all__ = ["BACKENDS", "REDUCTION_METHOD", "benchmark", "format_benchmark", "host_info"]
 
 BACKENDS = ("mindspore", "onnxruntime")
+# Pause before every timed call: onnxruntime's worker threads (and MindSpore's) spin for a while after a call
+# returns, and on a 2-core machine the previous model's spinning threads take the CPU from the next call
+# (measured at batch 1: every onnxruntime session 20-40 % slower interleaved than alone; with this pause the
+# interleaved times equal those of a session timed alone).
+SETTLE_SECONDS = 0.05
 
 REDUCTION_METHOD = ("PPT model timed against the same model with the keep_first policy, whose PP blocks keep "
                     "their first N-r tokens with a plain slice (same token counts, no scoring/sorting/pooling)")
@@ -138,6 +145,7 @@ def _time_batch(calls: dict[tuple[str, str], Callable[[], Any]], roofs: dict[str
             print(f"batch {bs}: {key[0]} {key[1]} warmed up (first call {first:.2f} s)", file=log, flush=True)
     for i in range(runs):
         for key, call in every.items():
+            time.sleep(SETTLE_SECONDS)
             times[key]["runs_seconds"].append(timed_call(call)[1])
         if log:
             line = ", ".join(f"{b} {n} {v['runs_seconds'][-1]:.3f} s" for (b, n), v in times.items())

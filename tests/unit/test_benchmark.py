@@ -51,3 +51,26 @@ def test_benchmark_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         benchmark(**kwargs, log=None)
 
+
+
+def test_every_timed_call_follows_a_settling_pause(monkeypatch):
+    """Each timed call starts after SETTLE_SECONDS of idle time (the previous model's spinning threads would
+    otherwise slow it), and the pause is outside the timed span."""
+    from src import benchmark as bench
+
+    events = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("sleep", s)))
+
+    def call(name):
+        def run():
+            events.append(("call", name))
+            return np.zeros(1)
+        return run
+
+    times = bench._time_batch({("onnxruntime", "baseline"): call("b"), ("onnxruntime", "ppt"): call("p")},
+                              {"onnxruntime": call("roof")}, 1, warmup=1, runs=2, log=None)
+    timed = events[3:]  # after the three untimed warm-up calls
+    assert timed == [("sleep", bench.SETTLE_SECONDS), ("call", "b"), ("sleep", bench.SETTLE_SECONDS), ("call", "p"),
+                     ("sleep", bench.SETTLE_SECONDS), ("call", "roof")] * 2
+    assert all(len(t["runs_seconds"]) == 2 for t in times.values())
+    assert bench.SETTLE_SECONDS > 0
