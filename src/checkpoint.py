@@ -35,7 +35,7 @@ from .class_names import (
     names_to_json,
 )
 from .fileio import PathLike, atomic_path
-from .models import MindcvVisionTransformer, create_model, list_models, model_class, model_spec
+from .models import MindcvVisionTransformer, create_model, list_models, model_class, model_family, model_spec
 from .mslog import held_mindspore_logs
 from .torch_pickle import UnsafePickleError, bf16_to_f32, quoted, read_torch_zip
 
@@ -364,16 +364,11 @@ def _entry(state: dict[str, np.ndarray], name: str, ndim: int, source: str) -> n
     return state[name]
 
 
-def _family(name: str) -> tuple[str, type]:
-    """Models of one family share numerics and data settings: the name's first word and the building class."""
-    return name.split("_")[0], model_class(name)
-
-
 def _pick_candidate(best: list[str], overrides: dict[str, dict[str, Any]], source: str) -> str:
     """One of the equally good registered models: within one family the first; across families (timm's ViT-S
     and DeiT-S have the same shapes but not the same data settings) the one the file is named after, else an
     error naming them."""
-    if len({_family(name) for name in best}) == 1:
+    if len({model_family(name) for name in best}) == 1:  # one family: the same numerics and data settings
         return best[0]
     named = [name for name in best if name in os.path.basename(source)]
     if len(named) == 1:
