@@ -1,9 +1,10 @@
 """PPT token reduction: prune inattentive tokens or pool duplicate ones, per image, with static shapes.
 
-Pure functions on tensors. Every PP block computes both branches for the whole batch and picks one per
-image with a mask: both end with exactly ``N - r`` tokens, so shapes never depend on the data (graph mode,
-MindIR export). Scores, their variance and the decision are float32 whatever the activations' dtype,
-because the paper's threshold (7e-5) is below float16's normal range.
+Pure functions on tensors. Every PP block plans both branches for the whole batch (which rows to keep and
+which to merge: small index tensors), picks one plan per image with a mask and then moves the tokens once:
+both end with exactly ``N - r`` tokens, so shapes never depend on the data (graph mode, MindIR export).
+Scores, their variance and the decision are float32 whatever the activations' dtype, because the paper's
+threshold (7e-5) is below float16's normal range.
 
 Token order follows the official code exactly (the next PP block splits tokens by position):
 pruning keeps tokens in descending score order; pooling (ToMe bipartite matching) outputs the unmerged
@@ -112,23 +113,21 @@ def _alternate(t: Tensor) -> tuple[Tensor, Tensor]:
     """
     n = t.shape[1]
     even = Tensor(list(range(0, n, 2)), ms.int32)
-    return ops.gather(t, even, 1), _odd(t)
+    odd = Tensor(list(range(1, n, 2)), ms.int32)
+    return ops.gather(t, even, 1), ops.gather(t, odd, 1)
 
 
-def _odd(t: Tensor) -> Tensor:
-    """Odd-position tokens of ``t: [B, N, ...]`` (see :func:`_alternate`)."""
-    return ops.gather(t, Tensor(list(range(1, t.shape[1], 2)), ms.int32), 1)
-
-
-def _match(metric: Tensor, r: int, num_protected: int) -> tuple[Tensor, Tensor, Tensor]:
+def _merge_plan(metric: Tensor, r: int, num_protected: int) -> tuple[Tensor, Tensor, Tensor]:
     """ToMe bipartite matching on the cosine similarity of ``metric``: even-position tokens (A) against
-    odd-position ones (B). Returns the ``r`` merged A indices, the kept A indices in position order, and the
-    ``[B, Nb, r]`` one-hot matrix sending each merged A token to its B partner."""
+    odd-position ones (B), as a plan on the input token positions. Returns the ``N - r`` rows to gather (the
+    kept A tokens in position order, then every B token; a distillation token moved to index 1, right after
+    the class token), the ``r`` merged A rows, and the ``[B, N - r, r]`` one-hot matrix that adds each merged
+    row into the output row of its B partner."""
     metric = as_dtype(metric, ms.float32)
     metric = metric / ops.sqrt(_sum_last(metric * metric))
     a, b = _alternate(metric)
     sim = ops.matmul(a, b.swapaxes(1, 2))  # [B, Na, Nb]
-    na, nb = sim.shape[1], sim.shape[2]
+    batch, na, nb = sim.shape
     # The class token (first A token) may not be merged; a distillation token (first B) takes no merge.
     neg_inf = Tensor(float("-inf"), ms.float32)
     sim = ops.where(Tensor([[[i == 0] for i in range(na)]], ms.bool_), neg_inf, sim)
@@ -138,24 +137,39 @@ def _match(metric: Tensor, r: int, num_protected: int) -> tuple[Tensor, Tensor, 
     _, ranked = ops.sort(best_sim, axis=-1, descending=True)
     src_idx, unm_idx = ranked[:, :r], ranked[:, r:]
     unm_idx, _ = ops.sort(unm_idx.astype(ms.float32), axis=-1)  # position order (exact for N < 2**24)
-    dst_idx = ops.gather_elements(as_dtype(best_dst, ms.int32), 1, as_dtype(src_idx, ms.int32))  # [B, r]
-    # A one-hot assignment matmul instead of a scatter: exportable (no ScatterElements) and deterministic.
-    # Built as [B, Nb, r] directly (no transpose); the positions are a compile-time constant.
-    positions = Tensor([[[j] for j in range(nb)]], ms.int32)
-    assign_t = (positions == dst_idx.expand_dims(1)).astype(ms.float32)
-    return src_idx, unm_idx, assign_t
-
-
-def _merge_sum(t: Tensor, src_idx: Tensor, unm_idx: Tensor, assign_t: Tensor, num_protected: int) -> Tensor:
-    """Sum the merged A rows of ``t`` into their B partners; output order: kept A tokens, then B tokens
-    (with a distillation token moved to index 1, right after the class token)."""
-    t_b = _odd(t)
-    # A token i sits at position 2 i: gather straight from t rather than from a copy of the A tokens
-    merged = t_b + ops.matmul(assign_t, _take(t, src_idx * 2))
-    kept = _take(t, unm_idx * 2)
+    kept_a = as_dtype(unm_idx, ms.int32) * 2  # A token i sits at position 2 i
+    all_b = Tensor([list(range(1, 2 * nb, 2))] * batch, ms.int32)  # compile-time constant, like the offsets
     if num_protected == 2:
-        return ops.concat([kept[:, :1], merged[:, :1], kept[:, 1:], merged[:, 1:]], axis=1)
-    return ops.concat([kept, merged], axis=1)
+        rows = ops.concat([kept_a[:, :1], all_b[:, :1], kept_a[:, 1:], all_b[:, 1:]], axis=1)
+    else:
+        rows = ops.concat([kept_a, all_b], axis=1)
+    # B token j lands in output row (Na - r) + j; the distillation token (j = 0, row 1) never receives a merge.
+    dst_row = ops.gather_elements(as_dtype(best_dst, ms.int32), 1, as_dtype(src_idx, ms.int32)) + (na - r)
+    # A one-hot assignment matmul instead of a scatter: exportable (no ScatterElements) and deterministic.
+    # Built as [B, N - r, r] directly (no transpose); the output positions are a compile-time constant.
+    positions = Tensor([[[i] for i in range(na - r + nb)]], ms.int32)
+    assign_t = (positions == dst_row.expand_dims(1)).astype(ms.float32)
+    return rows, as_dtype(src_idx, ms.int32) * 2, assign_t
+
+
+def _gather_merge(x: Tensor, size: Tensor, rows: Tensor, merged_rows: Tensor, assign_t: Tensor,
+                  weigh: Tensor | None, source: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Carry out a plan of :func:`_merge_plan`: gather ``rows`` and add the size-weighted ``merged_rows`` into
+    their partners, ``(x * size + merged x * size) / (size + merged size)``. With ``weigh`` (``[B, 1, 1]``
+    bool), images where it is False take their rows as they are (their ``assign_t`` must be all zeros):
+    ``(x * 1 + 0) / 1`` is exactly ``x``, so one gather serves pruned and pooled images alike."""
+    x32 = as_dtype(x, ms.float32)
+    kept, kept_size = _take(x32, rows), _take(size, rows)
+    merged_size = _take(size, merged_rows)
+    new_size = kept_size + ops.matmul(assign_t, merged_size)
+    merged = ops.matmul(assign_t, _take(x32, merged_rows) * merged_size)
+    if weigh is None:
+        out = (kept * kept_size + merged) / new_size
+    else:
+        one = Tensor(1.0, ms.float32)
+        out = (kept * ops.where(weigh, kept_size, one) + merged) / ops.where(weigh, new_size, one)
+    new_source = None if source is None else _take(source, rows) + ops.matmul(assign_t, _take(source, merged_rows))
+    return as_dtype(out, x.dtype), new_size, new_source
 
 
 def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int,
@@ -164,11 +178,7 @@ def pool(x: Tensor, size: Tensor, metric: Tensor, r: int, num_protected: int,
 
     x: ``[B, N, C]``, size: ``[B, N, 1]`` float32, metric: ``[B, N, D]``; ``source`` (optional, ``[B, N, P]``
     float32) marks which original patches each token stands for, and merges by union."""
-    plan = _match(metric, r, num_protected)
-    summed = _merge_sum(as_dtype(x, ms.float32) * size, *plan, num_protected)
-    new_size = _merge_sum(size, *plan, num_protected)
-    new_source = None if source is None else _merge_sum(source, *plan, num_protected)
-    return as_dtype(summed / new_size, x.dtype), new_size, new_source
+    return _gather_merge(x, size, *_merge_plan(metric, r, num_protected), None, source)
 
 
 def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tensor, r: int, threshold: float | Tensor,
@@ -183,11 +193,10 @@ def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tens
     scores = importance_scores(attn, v, num_protected)
     svar = score_variance(scores, num_protected)
     pooled = svar < threshold
-    pruned_out = prune(x, size, scores, r, source)
-    pooled_out = pool(x, size, metric, r, num_protected, source)
-    choose = pooled.reshape(-1, 1, 1)
-    x = ops.where(choose, pooled_out[0], pruned_out[0])
-    size = ops.where(choose, pooled_out[1], pruned_out[1])
-    if source is not None:
-        source = ops.where(choose, pooled_out[2], pruned_out[2])
+    # Both branches as plans (small index tensors), chosen per image; the tokens are then moved once.
+    _, order = ops.topk(scores, x.shape[1] - r, sorted=True)
+    rows, merged_rows, assign_t = _merge_plan(metric, r, num_protected)
+    rows = ops.where(pooled.reshape(-1, 1), rows, as_dtype(order, ms.int32))
+    assign_t = assign_t * pooled.astype(ms.float32).reshape(-1, 1, 1)  # a pruned image merges nothing
+    x, size, source = _gather_merge(x, size, rows, merged_rows, assign_t, pooled.reshape(-1, 1, 1), source)
     return x, size, source, pooled, svar

@@ -84,18 +84,23 @@ def test_scores_and_prune(protected):
     np.testing.assert_array_equal(order[:, :protected], np.tile(np.arange(protected), (3, 1)))
 
 
-def test_prune_or_pool_picks_per_image():
+@pytest.mark.parametrize("protected", [1, 2])
+def test_prune_or_pool_picks_per_image(protected):
+    """Per image, bit for bit, what prune or pool alone gives: tokens, sizes and sources (one gather serves
+    both, so a pruned image's tokens must come through the pooling arithmetic unchanged)."""
     x, size, metric, attn, v = _inputs()
+    source = np.random.default_rng(1).integers(0, 2, size=(3, 17, 17)).astype(np.float32)
     t = [ms.Tensor(a) for a in (x, size, attn, v, metric)]
-    svar = score_variance(importance_scores(t[2], t[3], 1), 1).asnumpy()
+    svar = score_variance(importance_scores(t[2], t[3], protected), protected).asnumpy()
     threshold = float(np.median(svar))  # the lowest-variance image pools, the highest prunes
-    out_x, _, _, pooled, got_svar = prune_or_pool(*t, 5, threshold, 1)
+    *out, pooled, got_svar = prune_or_pool(*t, 5, threshold, protected, ms.Tensor(source))
     np.testing.assert_array_equal(pooled.asnumpy(), svar < threshold)
     assert 0 < pooled.asnumpy().sum() < 3
-    px, _, _ = pool(t[0], t[1], t[4], 5, 1)
-    sx, _, _ = prune(t[0], t[1], importance_scores(t[2], t[3], 1), 5)
+    by_pool = pool(t[0], t[1], t[4], 5, protected, ms.Tensor(source))
+    by_prune = prune(t[0], t[1], importance_scores(t[2], t[3], protected), 5, ms.Tensor(source))
     for i, p in enumerate(pooled.asnumpy()):
-        np.testing.assert_array_equal(out_x.asnumpy()[i], (px if p else sx).asnumpy()[i])
+        for got, want in zip(out, by_pool if p else by_prune, strict=True):
+            np.testing.assert_array_equal(got.asnumpy()[i], want.asnumpy()[i])
     np.testing.assert_allclose(got_svar.asnumpy(), svar)
 
 
