@@ -116,7 +116,8 @@ def tunable_reducers(model: VisionTransformer) -> list[TunablePPTReducer]:
             if type(blk.reducer).name != "ppt":
                 raise ValueError(f"calibrate: PP block {i} uses the '{type(blk.reducer).name}' policy; only the "
                                  f"ppt policy has a threshold")
-            blk.reducer = TunablePPTReducer.from_reducer(blk.reducer, f"blocks.{i}.reducer.runtime_threshold")
+            blk.reducer = TunablePPTReducer.from_reducer(blk.reducer)
+            blk.reducer.runtime_threshold.name = f"blocks.{i}.reducer.runtime_threshold"  # unique, as the model's
             out.append(blk.reducer)
     return out
 

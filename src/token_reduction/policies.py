@@ -99,15 +99,16 @@ class TunablePPTReducer(PPTReducer):
     calibration builds it from a model's ``PPTReducer`` (``from_reducer``) after the weights are loaded, so
     checkpoints and the exported graphs keep their keys."""
 
-    def __init__(self, r: int, num_protected: int, threshold: float = 0.0, name: str = "threshold"):
+    def __init__(self, r: int, num_protected: int, threshold: float = 0.0):
         super().__init__(r, num_protected, threshold)
-        self.runtime_threshold = Parameter(Tensor(self.threshold, ms.float32), name=name, requires_grad=False)
+        self.runtime_threshold = Parameter(Tensor(self.threshold, ms.float32), requires_grad=False)
 
     @classmethod
-    def from_reducer(cls, reducer: PPTReducer, name: str) -> "TunablePPTReducer":
-        """The tunable twin of ``reducer`` (same r, protected tokens and threshold); ``name`` must be unique in
-        the model (graph mode rejects two parameters of one name)."""
-        return cls(reducer.r, reducer.num_protected, reducer.threshold, name)
+    def from_reducer(cls, reducer: PPTReducer) -> "TunablePPTReducer":
+        """The tunable twin of ``reducer`` (same r, protected tokens and threshold). Name its Parameter after
+        attaching it to the model: attaching renames it ``reducer.runtime_threshold``, the same in every
+        block, and graph mode's gradients reject two parameters of one name."""
+        return cls(reducer.r, reducer.num_protected, reducer.threshold)
 
     def set_threshold(self, threshold: float) -> None:
         self.threshold = float(threshold)

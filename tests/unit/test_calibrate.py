@@ -61,8 +61,12 @@ def test_the_swap_adds_no_weight_and_keeps_the_model_outputs():
     names = [p.name for p in model.trainable_params()]
     x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32))
     before = model(x).asnumpy()
-    tunable_reducers(model)
+    reducers = tunable_reducers(model)
     assert [p.name for p in model.trainable_params()] == names  # the thresholds are not weights
+    # one name per block, as the model's own parameters (attaching a cell renames its parameters)
+    thresholds = [p.name for p in model.get_parameters() if not p.requires_grad]
+    assert thresholds == [f"blocks.{i}.reducer.runtime_threshold" for i in PPT["layers"]] == \
+        [r.runtime_threshold.name for r in reducers]
     np.testing.assert_array_equal(model(x).asnumpy(), before)
 
 
