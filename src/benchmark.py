@@ -39,6 +39,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from .checkpoint import load_state_dict
 from .export import export_model
 from .flops import count_macs
 from .models import VisionTransformer, create_model
@@ -75,24 +76,16 @@ def host_info() -> dict[str, Any]:
     return {"cpu": cpu, "cores": cores, "load_avg_1min": load}
 
 
-def _copy_weights(src: VisionTransformer, dst: VisionTransformer) -> None:
-    """Give ``dst`` the weights of ``src`` (the same architecture; PPT adds no parameters)."""
-    src_params, dst_params = dict(src.parameters_and_names()), dict(dst.parameters_and_names())
-    if list(src_params) != list(dst_params):
-        raise ValueError("benchmark: the baseline and PPT models have different parameters")
-    for name, param in src_params.items():
-        dst_params[name].set_data(Tensor(param.asnumpy()))
-
-
 def _variants(model_kwargs: dict[str, Any], policies: Sequence[str]) -> dict[str, VisionTransformer]:
     """The models to time, all with the PPT model's (random) weights, in evaluation mode."""
     setting = PPTSetting.coerce(model_kwargs["ppt"])
     settings = {"baseline": None, "ppt": setting, "ppt_plain_slice": setting.replace(policy="keep_first")}
     settings.update({f"policy_{p}": setting.replace(policy=p) for p in policies})
     models = {name: create_model(**dict(model_kwargs, ppt=s)) for name, s in settings.items()}
+    weights = {name: param.asnumpy() for name, param in models["ppt"].parameters_and_names()}
     for name, model in models.items():
-        if name != "ppt":
-            _copy_weights(models["ppt"], model)
+        if name != "ppt":  # PPT adds no parameters: every variant takes the PPT model's weights, strictly
+            load_state_dict(model, weights, source="the benchmark's PPT model")
         model.set_train(False)
     return models
 

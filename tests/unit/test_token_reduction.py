@@ -133,6 +133,7 @@ def test_prune_and_pool_policies_equal_ppt_at_the_threshold_ends(policy, thresho
     tokens, as DeiT-S): the full depth adds nothing here but graph compile time. Compared on the statistics
     path only: that the lean path gives the same logits is tests/unit/test_golden.py's
     test_mixed_case_in_graph_mode_and_lean_path_equals_stats_path."""
+    from src.checkpoint import load_state_dict
     from src.models import PPTStats
 
     from ..conftest import make_mini
@@ -141,9 +142,7 @@ def test_prune_and_pool_policies_equal_ppt_at_the_threshold_ends(policy, thresho
     schedule = dict(r=50, layers=[1, 2, 3], prop_attn=True)
     only = make_mini(dict(schedule, threshold=None, policy=policy), weights=False, depth=4)
     ppt = make_mini(dict(schedule, threshold=threshold), weights=False, depth=4)
-    for mine, theirs in zip(ppt.get_parameters(), only.get_parameters(), strict=True):
-        assert mine.name == theirs.name
-        mine.set_data(theirs.value())
+    load_state_dict(ppt, {name: p.asnumpy() for name, p in only.parameters_and_names()}, source=policy)
     logits, pooled, svar = PPTStats(only)(x)
     ppt_logits, ppt_pooled, ppt_svar = PPTStats(ppt)(x)
     assert only.tokens_per_block == (197, 147, 97, 49) and logits.asnumpy().std() > 0  # not a constant head
