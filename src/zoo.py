@@ -47,13 +47,13 @@ def family_of(name: str) -> Family:
 
 
 def _weights(name: str, family: Family) -> str:
-    if model_family(name) == "mindcv ViT" and name not in _MINDCV_WEIGHTS:
+    if family is FAMILIES["mindcv ViT"] and name not in _MINDCV_WEIGHTS:
         return "none published"
-    return family.weights.format(name=name, tag=_TIMM_TAGS.get(name, "augreg_in21k_ft_in1k"))
+    return family.weights.format(tag=_TIMM_TAGS.get(name, "augreg_in21k_ft_in1k"))
 
 
 def _ppt_origin(name: str, family: Family) -> str:
-    if model_family(name) != "DeiT":
+    if family is not FAMILIES["DeiT"]:
         return family.ppt
     if name == "deit_small_patch16_224":
         return "the paper's"

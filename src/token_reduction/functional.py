@@ -135,7 +135,7 @@ def _merge_plan(metric: Tensor, r: int, num_protected: int) -> tuple[Tensor, Ten
         sim = ops.where(Tensor([[[j == 0 for j in range(nb)]]], ms.bool_), neg_inf, sim)
     best_sim, best_dst = sim.max(axis=-1, return_indices=True)  # [B, Na]
     _, ranked = ops.sort(best_sim, axis=-1, descending=True)
-    src_idx, unm_idx = ranked[:, :r], ranked[:, r:]
+    src_idx, unm_idx = as_dtype(ranked[:, :r], ms.int32), ranked[:, r:]
     unm_idx, _ = ops.sort(unm_idx.astype(ms.float32), axis=-1)  # position order (exact for N < 2**24)
     kept_a = as_dtype(unm_idx, ms.int32) * 2  # A token i sits at position 2 i
     all_b = Tensor([list(range(1, 2 * nb, 2))] * batch, ms.int32)  # compile-time constant, like the offsets
@@ -144,12 +144,12 @@ def _merge_plan(metric: Tensor, r: int, num_protected: int) -> tuple[Tensor, Ten
     else:
         rows = ops.concat([kept_a, all_b], axis=1)
     # B token j lands in output row (Na - r) + j; the distillation token (j = 0, row 1) never receives a merge.
-    dst_row = ops.gather_elements(as_dtype(best_dst, ms.int32), 1, as_dtype(src_idx, ms.int32)) + (na - r)
+    dst_row = ops.gather_elements(as_dtype(best_dst, ms.int32), 1, src_idx) + (na - r)
     # A one-hot assignment matmul instead of a scatter: exportable (no ScatterElements) and deterministic.
     # Built as [B, N - r, r] directly (no transpose); the output positions are a compile-time constant.
     positions = Tensor([[[i] for i in range(na - r + nb)]], ms.int32)
     assign_t = (positions == dst_row.expand_dims(1)).astype(ms.float32)
-    return rows, as_dtype(src_idx, ms.int32) * 2, assign_t
+    return rows, src_idx * 2, assign_t
 
 
 def _gather_merge(x: Tensor, size: Tensor, rows: Tensor, merged_rows: Tensor, assign_t: Tensor,
@@ -197,6 +197,7 @@ def prune_or_pool(x: Tensor, size: Tensor, attn: Tensor, v: Tensor, metric: Tens
     _, order = ops.topk(scores, x.shape[1] - r, sorted=True)
     rows, merged_rows, assign_t = _merge_plan(metric, r, num_protected)
     rows = ops.where(pooled.reshape(-1, 1), rows, as_dtype(order, ms.int32))
-    assign_t = assign_t * pooled.astype(ms.float32).reshape(-1, 1, 1)  # a pruned image merges nothing
-    x, size, source = _gather_merge(x, size, rows, merged_rows, assign_t, pooled.reshape(-1, 1, 1), source)
+    choose = pooled.reshape(-1, 1, 1)
+    assign_t = assign_t * choose.astype(ms.float32)  # a pruned image merges nothing
+    x, size, source = _gather_merge(x, size, rows, merged_rows, assign_t, choose, source)
     return x, size, source, pooled, svar

@@ -52,7 +52,6 @@ def test_benchmark_rejects_bad_arguments(kwargs, message):
         benchmark(**kwargs, log=None)
 
 
-
 def test_every_timed_call_follows_a_settling_pause(monkeypatch):
     """Each timed call starts after SETTLE_SECONDS of idle time (the previous model's spinning threads would
     otherwise slow it), and the pause is outside the timed span."""
