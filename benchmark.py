@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time the Cells in MindSpore, their ONNX exports (same weights) in onnxruntime, or "
                              "both interleaved in one run (default: mindspore)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="onnxruntime intra-op threads (default: its own, one per core)")
+                        help="intra-op threads of MindSpore's CPU kernels and of onnxruntime (default: the usable "
+                             "cores); recorded in the JSON with the other settings")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed calls per model and batch size, the first compiles (default: 2)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs; the median is reported (default: 5)")

@@ -26,7 +26,9 @@ estimate when other processes share the CPU. Random weights are enough: shapes a
 branches run for every image, so PPT's cost does not depend on the weights or the input.
 """
 import functools
+import importlib.metadata
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -44,10 +46,10 @@ from .export import export_model
 from .flops import count_macs
 from .models import VisionTransformer, create_model
 from .onnx_runtime import MATMUL_SIZE, OnnxPredictor, mac_utilisation, matmul_roof, require_onnxruntime
-from .timing import timed_call
+from .timing import fix_cpu_threads, timed_call, usable_cores
 from .token_reduction import PPTSetting
 
-__all__ = ["BACKENDS", "REDUCTION_METHOD", "benchmark", "format_benchmark", "host_info"]
+__all__ = ["BACKENDS", "REDUCTION_METHOD", "benchmark", "format_benchmark", "host_info", "runtime_versions"]
 
 BACKENDS = ("mindspore", "onnxruntime")
 # Pause before every timed call: onnxruntime's worker threads (and MindSpore's) spin for a while after a call
@@ -71,9 +73,19 @@ def host_info() -> dict[str, Any]:
                     break
     except OSError:
         pass  # not Linux: the model name is informational only
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": cores, "load_avg_1min": load}
+    return {"cpu": cpu, "cores": usable_cores(), "load_avg_1min": load}
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Versions of what runs the models (None: not installed)."""
+    versions = {"python": platform.python_version(), "mindspore": ms.__version__, "numpy": np.__version__}
+    for name in ("onnxruntime", "onnx"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _variants(model_kwargs: dict[str, Any], policies: Sequence[str]) -> dict[str, VisionTransformer]:
@@ -170,6 +182,9 @@ def _summarise(entry: dict[str, Any], roof_runs: Sequence[float], roof_macs: int
     entry["reduction_seconds"] = statistics.median(p - s for p, s in zip(ppt_runs, slice_runs))
     entry["reduction_share"] = statistics.median((p - s) / p for p, s in zip(ppt_runs, slice_runs))
     entry["reduction_share_best"] = 1.0 - min(slice_runs) / min(ppt_runs)
+    # The bound: the speed-up a free reduction (the plain slice, same token counts) gives on this runtime.
+    entry["bound"] = entry["ppt_plain_slice"]["speedup"]
+    entry["ratio_to_bound"] = entry["speedup"] / entry["bound"]
 
 
 def _check_arguments(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], warmup: int, runs: int,
@@ -204,13 +219,16 @@ def benchmark(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], *, warmu
         policies: further token-reduction policies to time with the same setting.
         backends: ``mindspore`` (the Cells in the current execution mode) and/or ``onnxruntime`` (the same
             models with the same weights exported to temporary ONNX files, verified against the Cells).
-        threads: onnxruntime's intra-op threads (None: its default).
+        threads: intra-op threads of both runtimes (None: the usable cores); MindSpore's are fixed for the
+            rest of the process (:func:`src.timing.fix_cpu_threads`).
         log: progress lines go here (None: silent).
 
     Returns:
         ``reduction_method``, ``weights`` (always random), ``host`` (:func:`host_info` at the start),
-        ``warmup``, ``runs``, ``latency_runs``, ``backends``, ``macs`` (per image: baseline, ppt and each
-        policy), ``macs_ratio`` (baseline / ppt) and ``results``: one dict per backend and batch size with
+        ``settings`` (what decides a ratio: ``batch_sizes``, ``warmup``, ``runs``, ``latency_runs``,
+        ``threads``, ``settle_seconds``, ``seed``, ``backends``, ``policies``, ``versions``), ``macs`` (per
+        image: baseline, ppt and each policy), ``macs_ratio`` (baseline / ppt) and ``results``: one dict per
+        backend and batch size with
         ``backend``, ``batch_size``, ``macs_per_second`` (median rate of a ``MATMUL_SIZE`` float32 matmul
         timed in every round in that backend: the roof) and ``roof_runs_seconds``; per variant
         ``first_call_seconds``, ``runs_seconds``, ``median_seconds``, ``min_seconds``, ``p50_seconds``,
@@ -218,10 +236,17 @@ def benchmark(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], *, warmu
         (images/s x MACs per image / the roof; not for the plain slice) and ``speedup`` (baseline / variant
         medians); and ``speedup``, ``reduction_seconds``, ``reduction_share`` (from the medians),
         ``speedup_paired`` (median of per-round ratios), ``speedup_best``, ``reduction_share_best`` (from
-        the fastest runs, less disturbed by other processes) of the PPT model.
+        the fastest runs, less disturbed by other processes) of the PPT model; ``bound`` (the plain slice's
+        speed-up: what a free reduction would give) and ``ratio_to_bound`` (``speedup / bound``).
     """
     _check_arguments(model_kwargs, batch_sizes, warmup, runs, latency_runs, backends)
     host = host_info()
+    threads = usable_cores() if threads is None else threads
+    if "mindspore" in backends:
+        fix_cpu_threads(threads)
+    settings = {"batch_sizes": list(batch_sizes), "warmup": warmup, "runs": runs, "latency_runs": latency_runs,
+                "threads": threads, "settle_seconds": SETTLE_SECONDS, "seed": seed, "backends": list(backends),
+                "policies": list(policies), "versions": runtime_versions()}
     ms.set_seed(seed)
     models = _variants(model_kwargs, policies)
     macs = {name: int(count_macs(m)["total"]) for name, m in models.items() if name != "ppt_plain_slice"}
@@ -241,31 +266,34 @@ def benchmark(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], *, warmu
                 _summarise(entry, times[(b, "roof")]["runs_seconds"], roofs[b][1], macs)
                 results.append(entry)
     return {"reduction_method": REDUCTION_METHOD, "weights": "random initialisation (timing only)", "host": host,
-            "warmup": warmup, "runs": runs, "latency_runs": latency_runs, "backends": list(backends), "macs": macs,
-            "macs_ratio": macs["baseline"] / macs["ppt"], "results": results}
+            "settings": settings, "macs": macs, "macs_ratio": macs["baseline"] / macs["ppt"], "results": results}
 
 
 def format_benchmark(report: dict[str, Any]) -> str:
     """A text table of :func:`benchmark`'s report, one row per backend and batch size."""
-    host = report["host"]
+    host, settings = report["host"], report["settings"]
     load = "n/a" if host["load_avg_1min"] is None else f"{host['load_avg_1min']:.2f}"
-    lines = [f"host: {host['cpu']}, {host['cores']} cores, 1-min load average at start {load}",
+    versions = ", ".join(f"{k} {v}" for k, v in settings["versions"].items() if v)
+    lines = [f"host: {host['cpu']}, {host['cores']} cores, 1-min load average at start {load}; "
+             f"{settings['threads']} intra-op threads; {versions}",
              f"weights: {report['weights']}",
              f"GMACs/image: baseline {report['macs']['baseline'] / 1e9:.4g}, PPT {report['macs']['ppt'] / 1e9:.4g} "
              f"(ratio {report['macs_ratio']:.2f}x, the ideal speed-up)",
              f"reduction cost: {report['reduction_method']}",
              f"MAC utilisation: img/s x MACs per image / the rate of a {'x'.join(map(str, MATMUL_SIZE))} float32 "
              f"matmul timed in every round in the same backend (roof GMAC/s)",
-             f"median of {report['runs']} runs ({report['latency_runs']} at batch 1) after {report['warmup']} "
-             f"warm-up call(s); best-run columns compare the fastest run of each model; latency in ms per call:", ""]
-    header = ["backend", "batch", "baseline img/s", "PPT img/s", "slice img/s", "speed-up", "best-run", "reduction",
-              "roof GMAC/s", "MAC util base/PPT", "p50 base/PPT", "p90 base/PPT"]
+             f"median of {settings['runs']} runs ({settings['latency_runs']} at batch 1) after {settings['warmup']} "
+             f"warm-up call(s); best-run columns compare the fastest run of each model; bound: the plain slice's "
+             f"speed-up (a free reduction), ratio/bound: PPT's speed-up against it; latency in ms per call:", ""]
+    header = ["backend", "batch", "baseline img/s", "PPT img/s", "slice img/s", "speed-up", "best-run", "bound",
+              "ratio/bound", "reduction", "roof GMAC/s", "MAC util base/PPT", "p50 base/PPT", "p90 base/PPT"]
     rows = []
     for e in report["results"]:
         base, ppt = e["baseline"], e["ppt"]
         rows.append([e["backend"], str(e["batch_size"]), f"{base['images_per_sec']:.1f}",
                      f"{ppt['images_per_sec']:.1f}", f"{e['ppt_plain_slice']['images_per_sec']:.1f}",
-                     f"{e['speedup']:.2f}x", f"{e['speedup_best']:.2f}x", f"{100 * e['reduction_share']:.1f} %",
+                     f"{e['speedup']:.2f}x", f"{e['speedup_best']:.2f}x", f"{e['bound']:.2f}x",
+                     f"{100 * e['ratio_to_bound']:.1f} %", f"{100 * e['reduction_share']:.1f} %",
                      f"{e['macs_per_second'] / 1e9:.1f}",
                      f"{100 * base['mac_utilisation']:.0f} / {100 * ppt['mac_utilisation']:.0f} %",
                      f"{1e3 * base['p50_seconds']:.0f} / {1e3 * ppt['p50_seconds']:.0f}",

@@ -45,6 +45,10 @@ def _check_entry(entry, report, names):
                                                   min(entry["ppt"]["runs_seconds"]))
     assert entry["speedup_paired"] == pytest.approx(float(np.median(
         [b / p for b, p in zip(entry["baseline"]["runs_seconds"], entry["ppt"]["runs_seconds"])])))
+    assert entry["bound"] == pytest.approx(entry["baseline"]["median_seconds"] /
+                                           entry["ppt_plain_slice"]["median_seconds"])
+    assert entry["ratio_to_bound"] == pytest.approx(entry["ppt_plain_slice"]["median_seconds"] /
+                                                    entry["ppt"]["median_seconds"])
     pairs = zip(entry["ppt"]["runs_seconds"], entry["ppt_plain_slice"]["runs_seconds"])
     assert entry["reduction_share"] == pytest.approx(float(np.median([(p - s) / p for p, s in pairs])))
 
@@ -53,7 +57,11 @@ def test_benchmark_script_writes_json(tmp_path):
     proc, report = _run(tmp_path / "bench.json", "--batch-size", "2", "1", "--policies", "prune", "pool")
     assert "random" in report["weights"] and "plain slice" in report["reduction_method"]
     assert "random initialisation" in proc.stdout
-    assert report["host"]["cores"] >= 1 and report["warmup"] == 1 and report["runs"] == 2
+    settings = report["settings"]
+    assert report["host"]["cores"] >= 1 and settings["threads"] == report["host"]["cores"]
+    assert (settings["warmup"], settings["runs"], settings["latency_runs"]) == (1, 2, 3)
+    assert settings["batch_sizes"] == [2, 1]
+    assert settings["versions"]["mindspore"] and settings["policies"] == ["prune", "pool"] and settings["seed"] == 0
     # demo.yaml shrunk: 32 px / 8 px patches -> 17 tokens, width 48, 2 blocks, 3 heads, 10 classes, r=4 at block 1.
     arch = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
     assert report["macs"] == {"baseline": macs_of(**arch)["total"], "ppt": macs_of(**arch, layers=[1], r=4)["total"],
@@ -64,7 +72,7 @@ def test_benchmark_script_writes_json(tmp_path):
     assert [(e["backend"], e["batch_size"]) for e in report["results"]] == [("mindspore", 2), ("mindspore", 1)]
     for entry in report["results"]:
         _check_entry(entry, report, ("baseline", "ppt", "ppt_plain_slice", "policy_prune", "policy_pool"))
-    assert "MAC util" in proc.stdout and "p90" in proc.stdout
+    assert "MAC util" in proc.stdout and "p90" in proc.stdout and "ratio/bound" in proc.stdout
 
 
 def test_benchmark_script_times_onnxruntime_and_mindspore_in_one_run(tmp_path):
@@ -72,7 +80,7 @@ def test_benchmark_script_times_onnxruntime_and_mindspore_in_one_run(tmp_path):
     pytest.importorskip("onnxruntime", reason="needs the optional requirements-onnx.txt")
     pytest.importorskip("onnx", reason="needs the optional requirements-onnx.txt")
     proc, report = _run(tmp_path / "bench.json", "--batch-size", "1", "--backend", "both")
-    assert report["backends"] == ["mindspore", "onnxruntime"]
+    assert report["settings"]["backends"] == ["mindspore", "onnxruntime"]
     assert [(e["backend"], e["batch_size"]) for e in report["results"]] == [("mindspore", 1), ("onnxruntime", 1)]
     for entry in report["results"]:
         _check_entry(entry, report, ("baseline", "ppt", "ppt_plain_slice"))

@@ -1,4 +1,6 @@
-"""src.benchmark on a tiny PPT model: the keep_first policy as the timing baseline, argument errors."""
+"""src.benchmark on a tiny PPT model: the keep_first policy as the timing baseline, argument errors, fixed threads."""
+import subprocess
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -6,6 +8,8 @@ import pytest
 
 from src.benchmark import benchmark
 from src.models import create_model
+
+from ..conftest import ROOT
 
 TINY = dict(name="deit_tiny_patch16_224", num_classes=5, img_size=32, patch_size=8, embed_dim=48, depth=3,
             num_heads=3)
@@ -73,3 +77,27 @@ def test_every_timed_call_follows_a_settling_pause(monkeypatch):
                      ("sleep", bench.SETTLE_SECONDS), ("call", "roof")] * 2
     assert all(len(t["runs_seconds"]) == 2 for t in times.values())
     assert bench.SETTLE_SECONDS > 0
+
+
+def test_cpu_threads_are_fixed_once_per_process():
+    """MindSpore takes its CPU thread count once: the same value again is accepted, another one is refused in
+    one line, and a bad value before anything is set."""
+    script = (
+        "from src.timing import fix_cpu_threads\n"
+        "for bad in (0, 1.5, True):\n"
+        "    try:\n"
+        "        fix_cpu_threads(bad)\n"
+        "    except ValueError as e:\n"
+        "        assert 'expected an int >= 1' in str(e), e\n"
+        "    else:\n"
+        "        raise AssertionError(bad)\n"
+        "assert fix_cpu_threads(2) == 2 and fix_cpu_threads(2) == 2\n"
+        "try:\n"
+        "    fix_cpu_threads(1)\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("CPU threads: MindSpore already runs on 2 threads in this process; "
+                                   "it cannot change to 1")
