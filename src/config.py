@@ -31,7 +31,7 @@ from .schema import (
     int_or_int_list,
     show,
 )
-from .token_reduction import PPTSetting, get_policy, list_policies
+from .token_reduction import PPTSetting, get_policy, list_policies, r_per_layer
 
 __all__ = ["ConfigError", "SCHEMA", "AMP_LEVELS", "LOSS_SCALES", "DISTILL_TYPES", "SELF_TEACHER", "load_config",
            "save_config", "schema_markdown", "configured_spec", "ppt_setting", "model_kwargs"]
@@ -193,9 +193,10 @@ def _check_ppt(cfg: dict[str, Any]) -> None:
     if any(i >= depth for i in ppt["layers"]):
         raise KeyProblem("ppt.layers", f"expected block indices in [0, {depth}) (the model has {depth} blocks), "
                                        f"got {show(ppt['layers'])}")
-    if isinstance(ppt["r"], list) and len(ppt["r"]) != len(ppt["layers"]):
-        raise KeyProblem("ppt.r", f"expected an int or one value per entry of ppt.layers "
-                                  f"({len(ppt['layers'])} values), got {show(ppt['r'])}")
+    try:
+        r_per_layer(ppt["r"], ppt["layers"])
+    except ValueError as e:
+        raise KeyProblem("ppt.r", str(e)) from None
     policies = list_policies()
     if ppt["policy"] not in policies:
         raise KeyProblem("ppt.policy", f"expected one of {', '.join(policies)}, got {show(ppt['policy'])}"
@@ -249,11 +250,8 @@ def configured_spec(cfg: Mapping[str, Any]) -> ViTSpec:
 
 def ppt_setting(cfg: Mapping[str, Any]) -> PPTSetting | None:
     """The token-reduction setting a config describes, or None when ``ppt.enabled`` is false."""
-    ppt = cfg["ppt"]
-    if not ppt["enabled"]:
-        return None
-    return PPTSetting(r=tuple(ppt["r"]) if isinstance(ppt["r"], list) else ppt["r"], layers=tuple(ppt["layers"]),
-                      threshold=ppt["threshold"], prop_attn=ppt["prop_attn"], policy=ppt["policy"])
+    ppt = dict(cfg["ppt"])
+    return PPTSetting.coerce(ppt) if ppt.pop("enabled") else None
 
 
 def model_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -255,8 +255,8 @@ def test_missing_required_key(tmp_path):
      "ppt.layers: expected a list of distinct ints >= 0 in ascending order, got [9, 6, 3]"),
     ({"ppt__layers": "[3, 6, 12]"},
      "ppt.layers: expected block indices in [0, 12) (the model has 12 blocks), got [3, 6, 12]"),
-    ({"ppt__r": "[10, 20]"}, "ppt.r: expected an int or one value per entry of ppt.layers (3 values), "
-                             "got [10, 20]"),
+    ({"ppt__r": "[10, 20]"}, "ppt.r: expected an int >= 0 or one per entry of the PP layers [3, 6, 9] "
+                             "(3 values), got [10, 20]"),
     ({"ppt__threshold": "-1e-5"}, "ppt.threshold: expected a float >= 0 or null, got -1e-05"),
     ({"ppt__threshold": ".nan"}, "ppt.threshold: expected a float >= 0 or null, got NaN"),
     ({"data__batch_size": "0"}, "data.batch_size: expected an int >= 1, got 0"),
