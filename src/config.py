@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .data import INTERPOLATIONS
 from .fileio import PathLike, write_text_atomic
 from .models import ARCH_OVERRIDES, ViTSpec, list_models, model_spec
 from .schema import (
@@ -83,7 +84,7 @@ _TABLE: dict[str, Key | dict[str, Key]] = {
         "num_workers": Key(an_int(1), 2, "parallel workers of the data pipeline"),
         "crop_pct": Key(a_float(0, 1, lo_open=True), 0.875,
                         "evaluation: resize the shorter side to img_size / crop_pct, then centre-crop"),
-        "interpolation": Key(a_str(("bicubic", "bilinear")), "bicubic", "resize filter"),
+        "interpolation": Key(a_str(INTERPOLATIONS), "bicubic", "resize filter"),
         "mean": Key(float_list(3, 0, 1), [0.485, 0.456, 0.406],
                     "per-channel normalisation mean, RGB, on the 0-1 pixel scale (ImageNet)"),
         "std": Key(float_list(3, 0, 1, lo_open=True), [0.229, 0.224, 0.225],
