@@ -235,11 +235,8 @@ SCHEMA = Schema(_TABLE, [_check_model, _check_ppt, _check_train, _check_distill]
 
 
 def load_config(path: PathLike, overrides: Sequence[str] | None = None) -> dict[str, Any]:
-    """Read, override, validate and complete a YAML config (see :meth:`src.schema.Schema.load`).
-
-    ``overrides`` are ``"section.key=value"`` strings (``"seed=3"`` for a top-level key), applied in order
-    after the file; the value is YAML (``ppt.r=[30,60,90]``, ``ppt.enabled=false``).
-    """
+    """Read, override, validate and complete a YAML config: :meth:`src.schema.Schema.load` with :data:`SCHEMA`
+    (``overrides`` are ``"section.key=value"`` strings)."""
     return SCHEMA.load(path, overrides)
 
 
