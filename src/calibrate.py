@@ -41,7 +41,7 @@ from .factory import build_model
 from .flops import count_macs
 from .inference import CellPredictor, load_images, predict, preprocess_from_config
 from .models import PPTStats, VisionTransformer
-from .token_reduction import TunablePPTReducer
+from .token_reduction import TunablePPTReducer, r_per_layer
 from .visualize import collect_images
 
 __all__ = ["CalibrationImages", "load_calibration_images", "tunable_reducers", "default_thresholds",
@@ -181,8 +181,7 @@ def _schedule(cfg: Mapping[str, Any], target: str | None) -> tuple[Schedule, int
     macs = MacsModel.from_config(cfg)
     layers = list(ppt["layers"])
     if target is None:
-        r = ppt["r"] if isinstance(ppt["r"], list) else [ppt["r"]] * len(layers)
-        sched = schedule_for(macs, layers, r)
+        sched = schedule_for(macs, layers, r_per_layer(ppt["r"], layers))
     else:
         sched = search_budget(macs, layers, parse_target(target, macs.macs()))[0]
     if not any(sched.r):

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .data import INTERPOLATIONS
 from .fileio import PathLike, write_text_atomic
 from .models import ARCH_OVERRIDES, ViTSpec, list_models, model_spec
 from .schema import (
@@ -31,7 +32,7 @@ from .schema import (
     int_or_int_list,
     show,
 )
-from .token_reduction import PPTSetting, get_policy, list_policies
+from .token_reduction import PPTSetting, get_policy, list_policies, r_per_layer
 
 __all__ = ["ConfigError", "SCHEMA", "AMP_LEVELS", "LOSS_SCALES", "DISTILL_TYPES", "SELF_TEACHER", "load_config",
            "save_config", "schema_markdown", "configured_spec", "ppt_setting", "model_kwargs"]
@@ -83,7 +84,7 @@ _TABLE: dict[str, Key | dict[str, Key]] = {
         "num_workers": Key(an_int(1), 2, "parallel workers of the data pipeline"),
         "crop_pct": Key(a_float(0, 1, lo_open=True), 0.875,
                         "evaluation: resize the shorter side to img_size / crop_pct, then centre-crop"),
-        "interpolation": Key(a_str(("bicubic", "bilinear")), "bicubic", "resize filter"),
+        "interpolation": Key(a_str(INTERPOLATIONS), "bicubic", "resize filter"),
         "mean": Key(float_list(3, 0, 1), [0.485, 0.456, 0.406],
                     "per-channel normalisation mean, RGB, on the 0-1 pixel scale (ImageNet)"),
         "std": Key(float_list(3, 0, 1, lo_open=True), [0.229, 0.224, 0.225],
@@ -193,9 +194,10 @@ def _check_ppt(cfg: dict[str, Any]) -> None:
     if any(i >= depth for i in ppt["layers"]):
         raise KeyProblem("ppt.layers", f"expected block indices in [0, {depth}) (the model has {depth} blocks), "
                                        f"got {show(ppt['layers'])}")
-    if isinstance(ppt["r"], list) and len(ppt["r"]) != len(ppt["layers"]):
-        raise KeyProblem("ppt.r", f"expected an int or one value per entry of ppt.layers "
-                                  f"({len(ppt['layers'])} values), got {show(ppt['r'])}")
+    try:
+        r_per_layer(ppt["r"], ppt["layers"])
+    except ValueError as e:
+        raise KeyProblem("ppt.r", str(e)) from None
     policies = list_policies()
     if ppt["policy"] not in policies:
         raise KeyProblem("ppt.policy", f"expected one of {', '.join(policies)}, got {show(ppt['policy'])}"
@@ -233,11 +235,8 @@ SCHEMA = Schema(_TABLE, [_check_model, _check_ppt, _check_train, _check_distill]
 
 
 def load_config(path: PathLike, overrides: Sequence[str] | None = None) -> dict[str, Any]:
-    """Read, override, validate and complete a YAML config (see :meth:`src.schema.Schema.load`).
-
-    ``overrides`` are ``"section.key=value"`` strings (``"seed=3"`` for a top-level key), applied in order
-    after the file; the value is YAML (``ppt.r=[30,60,90]``, ``ppt.enabled=false``).
-    """
+    """Read, override, validate and complete a YAML config: :meth:`src.schema.Schema.load` with :data:`SCHEMA`
+    (``overrides`` are ``"section.key=value"`` strings)."""
     return SCHEMA.load(path, overrides)
 
 
@@ -249,11 +248,8 @@ def configured_spec(cfg: Mapping[str, Any]) -> ViTSpec:
 
 def ppt_setting(cfg: Mapping[str, Any]) -> PPTSetting | None:
     """The token-reduction setting a config describes, or None when ``ppt.enabled`` is false."""
-    ppt = cfg["ppt"]
-    if not ppt["enabled"]:
-        return None
-    return PPTSetting(r=tuple(ppt["r"]) if isinstance(ppt["r"], list) else ppt["r"], layers=tuple(ppt["layers"]),
-                      threshold=ppt["threshold"], prop_attn=ppt["prop_attn"], policy=ppt["policy"])
+    ppt = dict(cfg["ppt"])
+    return PPTSetting.coerce(ppt) if ppt.pop("enabled") else None
 
 
 def model_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,10 @@ key) plus cross checks that relate several keys. :meth:`Schema.load` reads one Y
 :class:`ConfigError`: one line naming the file or override, the key, what was expected and what was got.
 The project's own table is ``src.config.SCHEMA``.
 
+A file may start from another: a top-level ``base: other.yaml`` (a path relative to the file) takes every
+value of that file (and of its own base, and so on) that it does not set itself. So a file holds only what
+differs from the schema's defaults and from its base (:meth:`Schema.restated_keys` finds the rest).
+
 YAML is read with PyYAML's safe loader plus two fixes: exponent floats without a dot or an exponent sign
 (``7e-5``, ``1e9``, ``1.0e9``) are floats, not strings as in YAML 1.1, and a key repeated in one mapping is
 an error instead of silently keeping the last value. Override values are parsed with the same loader.
@@ -24,8 +28,8 @@ import yaml
 
 from .fileio import PathLike
 
-__all__ = ["ConfigError", "KeyProblem", "Check", "Key", "REQUIRED", "Schema", "an_int", "a_float", "a_bool",
-           "a_str", "int_or_int_list", "ascending_int_list", "float_list", "show", "hint"]
+__all__ = ["ConfigError", "KeyProblem", "Check", "Key", "REQUIRED", "BASE", "Schema", "an_int", "a_float",
+           "a_bool", "a_str", "int_or_int_list", "ascending_int_list", "float_list", "show", "hint"]
 
 CrossCheck = Callable[[dict[str, Any]], None]
 
@@ -52,6 +56,7 @@ class _Required:
 
 
 REQUIRED = _Required()  # default of a key the YAML must set
+BASE = "base"  # top-level key of a file naming the file it starts from (not a schema key)
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,16 @@ def hint(name: str, known: Sequence[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _base_path(path: str, value: Any) -> str:
+    """The file a ``base:`` value of ``path`` names (relative to ``path``'s folder), which must exist."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: {BASE}: expected the name of a YAML file relative to this one, got {show(value)}")
+    base = os.path.join(os.path.dirname(path), value)
+    if not os.path.isfile(base):
+        raise ConfigError(f"{path}: {BASE}: expected an existing YAML file, got {show(value)} ({base} not found)")
+    return base
+
+
 class Schema(dict):
     """``section -> key -> Key`` (or ``name -> Key`` for a top-level key), and the cross checks run in order
     after every key passed its own check; each takes the filled-in config and raises
@@ -244,8 +259,8 @@ class Schema(dict):
         return f"unknown key{hint(name, known)}; known {section} keys: {', '.join(known)}"
 
 
-    def _read_file(self, path: str) -> dict[str, Any]:
-        """The raw values of the file, by dotted key (structure checked, values not yet)."""
+    def _read_file(self, path: str) -> tuple[dict[str, Any], str | None]:
+        """The raw values of the file by dotted key (structure checked, values not yet), and its base file."""
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
@@ -260,9 +275,12 @@ class Schema(dict):
         if not isinstance(doc, dict):
             got = "an empty document" if doc is None else show(doc)
             raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {got}")
-        raw = {}
+        raw, base = {}, None
         for name, value in doc.items():
             name = str(name)
+            if name == BASE:
+                base = _base_path(path, value)
+                continue
             entry = self.get(name)
             if entry is None:
                 raise ConfigError(f"{path}: {name}: {self._unknown(name, None)}")
@@ -276,7 +294,41 @@ class Schema(dict):
                 if key not in entry:
                     raise ConfigError(f"{path}: {name}.{key}: {self._unknown(key, name)}")
                 raw[f"{name}.{key}"] = v
-        return raw
+        return raw, base
+
+    def _read_chain(self, path: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The raw values of ``path`` over those of its bases, and the file that gave each value."""
+        raw: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        chain: list[str] = []
+        next_path: str | None = path
+        while next_path is not None:
+            chain.append(next_path)
+            values, next_path = self._read_file(chain[-1])
+            for dotted, value in values.items():
+                if dotted not in raw:
+                    raw[dotted], origin[dotted] = value, chain[-1]
+            if next_path is not None and os.path.realpath(next_path) in map(os.path.realpath, chain):
+                raise ConfigError(f"{chain[-1]}: {BASE}: expected a file that does not lead back to itself, got "
+                                  f"the cycle {' -> '.join(chain + [next_path])}")
+        return raw, origin
+
+    def restated_keys(self, path: PathLike) -> list[str]:
+        """The dotted keys ``path`` sets to the value they would have without it: its base's, else the default."""
+        path = os.fspath(path)
+        values, base = self._read_file(path)
+        inherited = self._read_chain(base)[0] if base is not None else {}
+        restated = []
+        for dotted, key in self.rows():
+            if dotted not in values:
+                continue
+            try:
+                value, without = key.check.fn(values[dotted]), key.check.fn(inherited.get(dotted, key.default))
+            except _Invalid:
+                continue  # an invalid value restates nothing (loading the file says what is wrong with it)
+            if value == without:
+                restated.append(dotted)
+        return restated
 
 
     def _parse_override(self, text: str) -> tuple[str, Any]:
@@ -308,7 +360,7 @@ class Schema(dict):
         """Read, override, validate and complete a YAML config.
 
         Args:
-            path: the YAML file.
+            path: the YAML file; a ``base:`` in it starts from another file (see the module docstring).
             overrides: ``"section.key=value"`` strings (``"seed=3"`` for a top-level key), applied in order
                 after the file; the value is YAML (``ppt.r=[30,60,90]``, ``ppt.enabled=false``).
 
@@ -320,8 +372,7 @@ class Schema(dict):
             ConfigError: one line naming the file or override, the key, what was expected and what was got.
         """
         path = os.fspath(path)
-        raw = self._read_file(path)
-        origin = dict.fromkeys(raw, path)
+        raw, origin = self._read_chain(path)
         for text in overrides or ():
             dotted, value = self._parse_override(text)
             raw[dotted], origin[dotted] = value, f"override '{text}'"

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from .folder import FolderScan, check_num_classes, load_rgb, scan_image_folder
-from .transforms import INTERPOLATIONS, BatchAugment, TrainTransform, check_aug, eval_transforms, normalize_transforms
+from .interpolation import INTERPOLATIONS
+from .transforms import BatchAugment, TrainTransform, check_aug, eval_transforms, normalize_transforms
 
 __all__ = ["DatasetInfo", "create_dataset", "shard_order", "EVAL_COLUMNS", "TRAIN_COLUMNS"]
 
@@ -333,7 +334,7 @@ def create_dataset(root: str | os.PathLike, split: str, img_size: int, batch_siz
         batch_size: rows per batch.
         training: training pipeline (random augmentation, shuffling, drop_remainder) instead of eval.
         crop_pct: eval centre-crop fraction: the shorter side is resized to ``int(img_size / crop_pct)``.
-        interpolation: ``"bicubic"`` or ``"bilinear"``, PIL's filters (as timm) in eval and training.
+        interpolation: one of :data:`src.data.interpolation.INTERPOLATIONS`.
         mean, std: per-channel normalisation statistics on the 0..1 scale.
         num_workers: parallel workers for decoding and for the per-image ops.
         num_shards, shard_id: data-parallel sharding. Eval shards take every ``num_shards``-th image

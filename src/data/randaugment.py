@@ -61,11 +61,12 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from .interpolation import INTERPOLATIONS, PIL_FILTERS
+
 __all__ = ["DEIT_FILL", "MAX_MAGNITUDE", "OPS", "OP_NAMES", "RandAugment"]
 
 MAX_MAGNITUDE = 10.0  # timm's 0..10 magnitude scale
 DEIT_FILL = (124, 116, 104)  # round(255 * ImageNet mean)
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 Fill = tuple[int, int, int]
 OpFn = Callable[[Image.Image, float, np.random.Generator, Fill, int], Image.Image]
@@ -209,8 +210,8 @@ def _validate(num_ops: object, magnitude: object, magnitude_std: object, prob: o
     if not (isinstance(fill, (tuple, list)) and len(fill) == 3
             and all(_is_int(c) and 0 <= c <= 255 for c in fill)):
         raise bad("fill", "3 integers in [0, 255]", fill)
-    if interpolation not in _RESAMPLE:
-        raise bad("interpolation", "'bicubic' or 'bilinear'", interpolation)
+    if interpolation not in PIL_FILTERS:
+        raise bad("interpolation", " or ".join(map(repr, INTERPOLATIONS)), interpolation)
 
 
 class RandAugment:
@@ -225,7 +226,7 @@ class RandAugment:
         self.prob = float(prob)
         self.fill: Fill = (int(fill[0]), int(fill[1]), int(fill[2]))
         self.interpolation = interpolation
-        self.resample = _RESAMPLE[interpolation]
+        self.resample = PIL_FILTERS[interpolation]
 
     def sample(self, rng: np.random.Generator) -> list[tuple[str, float]]:
         """Draw which ops run and their magnitudes: (name, magnitude) for each op not skipped, in order.

@@ -32,13 +32,12 @@ import numpy as np
 from mindspore.dataset.vision import Inter
 from PIL import Image, ImageOps
 
+from .interpolation import PIL_FILTERS
 from .randaugment import RandAugment
 
-__all__ = ["INTERPOLATIONS", "check_aug", "eval_transforms", "normalize_transforms", "CenterCrop",
+__all__ = ["check_aug", "eval_transforms", "normalize_transforms", "CenterCrop",
            "RandomResizedCrop", "TrainTransform", "BatchAugment"]
 
-INTERPOLATIONS = ("bicubic", "bilinear")
-_PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
 
 def check_aug(aug: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,7 +106,7 @@ class RandomResizedCrop:
         self.scale = (float(scale[0]), float(scale[1]))
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
-        self.resample = _PIL_FILTERS[interpolation]
+        self.resample = PIL_FILTERS[interpolation]
 
     def box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """``(left, top, w, h)`` of the crop in a ``width`` x ``height`` image."""

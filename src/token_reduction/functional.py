@@ -25,20 +25,34 @@ def clamp_r(num_tokens: int, r: int) -> int:
     return min(r, (num_tokens - 1) // 2)
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML true must not pass as r = 1
+
+
+def r_per_layer(r: int | Sequence[int], layers: Sequence[int]) -> tuple[int, ...]:
+    """One r per PP layer: ``r`` is one int >= 0 for every layer or one per entry of ``layers``, in its order."""
+    if _is_int(r) and r >= 0:
+        return (r,) * len(layers)
+    if isinstance(r, Sequence) and not isinstance(r, str) and len(r) == len(layers) and \
+            all(_is_int(v) and v >= 0 for v in r):
+        return tuple(r)
+    raise ValueError(f"expected an int >= 0 or one per entry of the PP layers {list(layers)} "
+                     f"({len(layers)} values), got {r!r}")
+
+
 def token_schedule(num_tokens: int, depth: int, layers: Sequence[int],
                    r: int | Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Token count after each block, and the clamped r of each PP block (in ``sorted(layers)`` order).
 
-    ``r`` is one int for all PP blocks or one value per entry of ``layers`` (in the order given).
+    ``r`` is one int for all PP blocks or one value per entry of ``layers`` (see :func:`r_per_layer`).
     """
     layers = list(layers)
-    rs = [int(r)] * len(layers) if isinstance(r, int) else [int(v) for v in r]
-    if len(rs) != len(layers):
-        raise ValueError(f"r has {len(rs)} values but there are {len(layers)} PP layers {layers}")
+    try:
+        rs = r_per_layer(r, layers)
+    except ValueError as e:
+        raise ValueError(f"r: {e}") from None
     if len(set(layers)) != len(layers) or any(not 0 <= i < depth for i in layers):
         raise ValueError(f"PP layers {layers} must be distinct block indices in [0, {depth})")
-    if any(v < 0 for v in rs):
-        raise ValueError(f"r must be >= 0, got {rs}")
     r_at = dict(zip(layers, rs))
     counts, clamped = [], []
     n = num_tokens

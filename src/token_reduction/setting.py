@@ -9,16 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .functional import token_schedule
+from .functional import _is_int, r_per_layer, token_schedule
 from .policies import get_policy
 
 __all__ = ["PPTSetting"]
 
 _FIELDS = ("policy", "r", "layers", "threshold", "prop_attn")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -41,15 +37,14 @@ class PPTSetting:
         layers = self.layers
         if not isinstance(layers, Sequence) or not all(_is_int(i) and i >= 0 for i in layers):
             raise ValueError(f"ppt layers: expected a list of block indices >= 0, got {layers!r}")
-        r = self.r
-        if isinstance(r, Sequence) and not isinstance(r, str):
-            if len(r) != len(layers) or not all(_is_int(v) and v >= 0 for v in r):
-                raise ValueError(f"ppt r: expected an int >= 0 or one per PP layer ({len(layers)}), got {r!r}")
-            pairs = sorted(zip(layers, r))
+        try:
+            rs = r_per_layer(self.r, layers)
+        except ValueError as e:
+            raise ValueError(f"ppt r: {e}") from None
+        if not _is_int(self.r):
+            pairs = sorted(zip(layers, rs))
             object.__setattr__(self, "r", tuple(v for _, v in pairs))
             layers = [i for i, _ in pairs]
-        elif not _is_int(r) or r < 0:
-            raise ValueError(f"ppt r: expected an int >= 0 or one per PP layer, got {r!r}")
         object.__setattr__(self, "layers", tuple(sorted(layers)))
         if len(set(self.layers)) != len(self.layers):
             raise ValueError(f"ppt layers: expected distinct block indices, got {list(layers)}")
@@ -78,7 +73,7 @@ class PPTSetting:
 
     def r_list(self) -> tuple[int, ...]:
         """One r per PP layer (before clamping)."""
-        return self.r if isinstance(self.r, tuple) else (self.r,) * len(self.layers)
+        return r_per_layer(self.r, self.layers)
 
     def schedule(self, num_tokens: int, depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Tokens after every block, and the clamped r of every PP layer (see ``token_schedule``)."""

@@ -11,6 +11,7 @@ from src.token_reduction import PPTSetting
 from ..conftest import ROOT
 
 SHIPPED = sorted((ROOT / "config").glob("*.yaml"))
+BASES = sorted((ROOT / "config" / "base").glob("*.yaml"))  # what several configs start from
 
 MINIMAL = """
 model:
@@ -70,6 +71,12 @@ def test_shipped_config_loads_and_matches_its_model(path):
     counts, clamped = ppt.schedule(spec.num_tokens, spec.depth)
     # every PP block removes tokens, and about half the tokens or more are gone at the end
     assert all(r > 0 for r in clamped) and counts[-1] <= 0.55 * spec.num_tokens
+
+
+@pytest.mark.parametrize("path", SHIPPED + BASES, ids=lambda p: str(p.relative_to(ROOT / "config")))
+def test_shipped_file_holds_only_what_differs(path):
+    """A config sets a key only to change it: from its base file's value, else from the schema's default."""
+    assert SCHEMA.restated_keys(path) == []
 
 
 def test_paper_setting_for_deit_small():
@@ -160,6 +167,45 @@ def test_save_config_round_trip(tmp_path):
     save_config(cfg, out)
     assert load_config(out) == cfg
     assert [p.name for p in tmp_path.iterdir()] == ["resolved.yaml"]  # no temporary file left
+
+
+# -------------------------------------------------------------------------------------------- base files
+
+def test_a_file_starts_from_its_base_chain(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, MINIMAL + "train:\n  epochs: 30\n", "sub/root.yaml")
+    write(tmp_path, "base: root.yaml\nppt:\n  r: 20\n", "sub/middle.yaml")  # relative to its own folder
+    path = write(tmp_path, "base: sub/middle.yaml\ntrain:\n  epochs: 8\n")
+    flat = write(tmp_path, minimal_with(ppt__r="20", train__epochs="8"), "flat.yaml")
+    assert load_config(path) == load_config(flat)
+
+
+def test_restated_keys_finds_defaults_and_base_values(tmp_path):
+    write(tmp_path, minimal_with(data__crop_pct="1", train__epochs="30"), "base.yaml")
+    path = write(tmp_path, "base: base.yaml\nppt:\n  r: 50\n  threshold: 1e-4\ndata:\n  batch_size: 64\n"
+                           "  crop_pct: 1.0\n  num_workers: 2.0\ntrain:\n  epochs: 30\n")
+    # an int given for a float equals that float; an invalid value (2.0 workers) restates nothing
+    assert SCHEMA.restated_keys(path) == ["ppt.r", "data.batch_size", "data.crop_pct", "train.epochs"]
+    assert SCHEMA.restated_keys(write(tmp_path, minimal_with(train__epochs="300"))) == ["train.epochs"]
+
+
+def test_a_bad_value_of_a_base_is_blamed_on_the_base(tmp_path):
+    base = write(tmp_path, minimal_with(ppt__r="-3"), "base.yaml")
+    assert error_of(write(tmp_path, "base: base.yaml\n")).startswith(f"{base}: ppt.r: expected an int >= 0")
+    assert load_config(write(tmp_path, "base: base.yaml\nppt:\n  r: 3\n"))["ppt"]["r"] == 3
+
+
+def test_base_errors(tmp_path):
+    path = write(tmp_path, "base: nope.yaml\n")
+    assert error_of(path) == (f'{path}: base: expected an existing YAML file, got "nope.yaml" '
+                              f"({tmp_path / 'nope.yaml'} not found)")
+    path = write(tmp_path, "base: [a.yaml]\n")
+    assert error_of(path) == f'{path}: base: expected the name of a YAML file relative to this one, got ["a.yaml"]'
+    a, b = write(tmp_path, "base: b.yaml\n", "a.yaml"), write(tmp_path, "base: a.yaml\n", "b.yaml")
+    assert error_of(a) == f"{b}: base: expected a file that does not lead back to itself, got the cycle " \
+                          f"{a} -> {b} -> {a}"
+    path = write(tmp_path, "base: self.yaml\n", "self.yaml")
+    assert error_of(path).endswith(f"got the cycle {path} -> {path}")
 
 
 # --------------------------------------------------------------------------------------------- overrides
@@ -255,8 +301,8 @@ def test_missing_required_key(tmp_path):
      "ppt.layers: expected a list of distinct ints >= 0 in ascending order, got [9, 6, 3]"),
     ({"ppt__layers": "[3, 6, 12]"},
      "ppt.layers: expected block indices in [0, 12) (the model has 12 blocks), got [3, 6, 12]"),
-    ({"ppt__r": "[10, 20]"}, "ppt.r: expected an int or one value per entry of ppt.layers (3 values), "
-                             "got [10, 20]"),
+    ({"ppt__r": "[10, 20]"}, "ppt.r: expected an int >= 0 or one per entry of the PP layers [3, 6, 9] "
+                             "(3 values), got [10, 20]"),
     ({"ppt__threshold": "-1e-5"}, "ppt.threshold: expected a float >= 0 or null, got -1e-05"),
     ({"ppt__threshold": ".nan"}, "ppt.threshold: expected a float >= 0 or null, got NaN"),
     ({"data__batch_size": "0"}, "data.batch_size: expected an int >= 1, got 0"),

@@ -164,7 +164,7 @@ def test_count_macs_rejects_other_objects():
     (dict(num_classes=-1), "num_classes must be an int >= 0"),
     (dict(mlp_ratio=0.0), "mlp_ratio"),
     (dict(distilled="yes"), "distilled: expected true or false"),
-    (dict(layers=[0, 1], r=[1]), r"ppt r: expected an int >= 0 or one per PP layer \(2\)"),
+    (dict(layers=[0, 1], r=[1]), r"ppt r: expected an int >= 0 or one per entry of the PP layers \[0, 1\] \(2 "),
     (dict(layers=[2], r=1), r"PP layers \[2\]"),
 ])
 def test_bad_arguments_raise(change, message):
