@@ -35,14 +35,14 @@ from .class_names import (
     names_to_json,
 )
 from .fileio import PathLike, atomic_path
-from .models import MindcvVisionTransformer, create_model, list_models, model_class, model_family, model_spec
+from .models import create_model, list_families, list_models, model_family, model_spec
 from .mslog import held_mindspore_logs
 from .torch_pickle import UnsafePickleError, bf16_to_f32, quoted, read_torch_zip
 
 __all__ = [
     "CheckpointMismatchError", "UnsafePickleError", "read_state_dict", "load_state_dict", "load_weights",
     "save_weights", "read_checkpoint_meta", "read_class_names", "infer_model_args", "convert_checkpoint",
-    "is_mindcv_state", "check_mindcv_features",
+    "check_family_options",
 ]
 
 MetaValue = int | float | str | bool | list[str]  # a list only for the class names
@@ -169,20 +169,18 @@ def _check_exists(path: PathLike) -> str:
     return path
 
 
-# The DeiT III release files (facebookresearch/deit models_v2) name the LayerScale vectors blocks.N.gamma_1/2;
-# timm, and so this project, name them blocks.N.ls1.gamma / ls2.gamma.
-_RELEASE_LAYER_SCALE = re.compile(r"^(blocks\.\d+\.)gamma_([12])$")
-
-
-def _timm_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {_RELEASE_LAYER_SCALE.sub(r"\1ls\2.gamma", name): value for name, value in state.items()}
+def _model_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A release file's entries under the model's names: each family renames its own (``release_renames``)."""
+    for family in list_families():
+        state = family.rename_release_entries(state)
+    return state
 
 
 def read_state_dict(path: PathLike) -> dict[str, np.ndarray]:
     """Read the weights of a ``.safetensors``, PyTorch (``.pth``/``.pt``/``.bin``) or MindSpore ``.ckpt`` file.
 
-    Returns ``{name: array}`` in the file's order, floating tensors as float32, with timm's names (the DeiT III
-    release's ``blocks.N.gamma_1``/``gamma_2`` become ``blocks.N.ls1.gamma``/``ls2.gamma``). No torch is
+    Returns ``{name: array}`` in the file's order, floating tensors as float32, with the models' names (the
+    families' release names are renamed, e.g. DeiT III's ``blocks.N.gamma_1`` to ``blocks.N.ls1.gamma``). No torch is
     needed and no pickle code is run. Raises FileNotFoundError for a missing file and ValueError for anything
     unreadable.
     """
@@ -191,7 +189,7 @@ def read_state_dict(path: PathLike) -> dict[str, np.ndarray]:
     if ext == ".safetensors":
         return _read_safetensors(path)
     if ext in TORCH_EXTS:
-        return _timm_names(read_torch_zip(path))
+        return _model_names(read_torch_zip(path))
     if ext == ".ckpt":
         return _read_ckpt(path)
     raise ValueError(f"{path}: unsupported checkpoint extension '{ext}', expected .safetensors, "
@@ -216,7 +214,7 @@ def load_state_dict(model: nn.Cell, state: dict[str, np.ndarray], drop_head: boo
     kind and naming the first few; nothing is assigned unless everything matches. ``drop_head=True`` ignores
     ``head.*``/``head_dist.*`` in ``state`` and keeps the model's own heads (fine-tuning to another class count).
     """
-    check_mindcv_features(state, source)
+    check_family_options(state, source)
     params = {name: param for name, param in model.parameters_and_names()
               if not (drop_head and _is_head(name))}
     if drop_head:
@@ -313,38 +311,14 @@ def read_class_names(path: PathLike) -> list[str] | None:
     return read_checkpoint_meta(path).get(CLASS_NAMES_KEY)
 
 
-# ----------------------------------------------------------------------------------------------- mindcv checkpoints
-# A .ckpt saved from mindcv's VisionTransformer has timm's parameter names except its LayerNorms (nn.LayerNorm:
-# gamma/beta); the registered mindcv models (src/models/mindcv_vit.py) carry the same names, so no renaming is
-# needed. What the weights reveal of the mindcv options this project does not implement is refused here.
+# ----------------------------------------------------------------------------------------------- families
 
-_MINDCV_UNSUPPORTED = (  # (entry name pattern, what it means)
-    (r"fc_norm\.", "fc_norm (global_pool='avg' or fc_norm=True)"),
-    (r"norm_pre\.", "pre_norm=True"),
-    (r"blocks\.\d+\.ls[12]\.", "LayerScale (init_values)"),
-    (r"blocks\.\d+\.attn\.[qk]_norm\.", "qk_norm=True"),
-)
-
-
-def is_mindcv_state(state: dict[str, np.ndarray]) -> bool:
-    """Whether ``state`` comes from mindcv: its LayerNorms store ``beta`` (timm's and DeiT's store ``bias``)."""
-    return any(name.endswith(".beta") for name in state)
-
-
-def check_mindcv_features(state: dict[str, np.ndarray], source: str = "state dict") -> None:
-    """Refuse, in one line, a mindcv ViT with an option this project does not implement. (``global_pool='avg'``
-    with ``fc_norm=False`` leaves no trace in the weights and cannot be detected.)"""
-    if not is_mindcv_state(state):
-        return
-    found = [what for pattern, what in _MINDCV_UNSUPPORTED if any(re.match(pattern, name) for name in state)]
-    if "cls_token" not in state:
-        found.append("class_token=False")
-    pos_embed = state.get("pos_embed")
-    if pos_embed is not None and pos_embed.ndim == 3 and math.isqrt(pos_embed.shape[1]) ** 2 == pos_embed.shape[1]:
-        found.append("no_embed_class=True")  # position embeddings for the patches only (a square grid)
-    if found:
-        raise ValueError(f"{source}: a mindcv ViT with {', '.join(found)}: not supported (only the class-token "
-                         "head on the final norm, as mindcv's vit_* models build it)")
+def check_family_options(state: dict[str, np.ndarray], source: str = "state dict") -> None:
+    """Refuse, in one line, weights of a family (one whose parameter names ``state`` carries) built with an option
+    its model class does not implement (e.g. mindcv's ``global_pool='avg'``: ``ModelFamily.check_state``)."""
+    for family in list_families():
+        if family.recognizes(state):
+            family.check_state(state, source)
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -397,16 +371,17 @@ def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -
     DeiT III, whose ``pos_embed`` covers the patches only), img_size (``pos_embed`` length) and num_classes
     (``head.weight``) come from the shapes; num_heads cannot, so it is taken from the registered model of the
     same family and width (preferring the one needing the fewest overrides), among mindcv's models for a
-    mindcv checkpoint and among the others otherwise. When several fit equally well, the one whose name the
-    file name contains is chosen; otherwise a ValueError names them.
+    mindcv checkpoint and among the others otherwise (the families whose parameter names the file carries:
+    ``ModelFamily.recognizes``). When several fit equally well, the one whose name the file name contains is
+    chosen; otherwise a ValueError names them.
     """
-    check_mindcv_features(state, source)
+    check_family_options(state, source)
     proj = _entry(state, "patch_embed.proj.weight", 4, source)
     _entry(state, "pos_embed", 3, source)
     head = _entry(state, "head.weight", 2, source)
     fc1 = _entry(state, "blocks.0.mlp.fc1.weight", 2, source)
     embed_dim, patch_size = proj.shape[0], proj.shape[2]
-    distilled, mindcv = "dist_token" in state, is_mindcv_state(state)
+    distilled = "dist_token" in state
     layer_scale = "blocks.0.ls1.gamma" in state
     block_ids = {int(m.group(1)) for m in (re.match(r"blocks\.(\d+)\.", name) for name in state) if m}
     arch = {"patch_size": patch_size, "embed_dim": embed_dim, "depth": max(block_ids) + 1,
@@ -414,9 +389,10 @@ def infer_model_args(state: dict[str, np.ndarray], source: str = "state dict") -
     candidates = [name for name in list_models() if model_spec(name).distilled == distilled
                   and (model_spec(name).layer_scale_init is not None) == layer_scale
                   and model_spec(name).embed_dim == embed_dim
-                  and issubclass(model_class(name), MindcvVisionTransformer) == mindcv]
+                  and model_family(name).recognizes(state)]
     if not candidates:
-        kind = "a mindcv ViT" if mindcv else f"distilled={distilled}, layer_scale={layer_scale}"
+        families = [family.name for family in list_families() if family.recognizes(state)]
+        kind = f"{' / '.join(families) or 'no family'}'s names, distilled={distilled}, layer_scale={layer_scale}"
         raise ValueError(f"{source}: cannot infer num_heads: embed_dim {embed_dim} ({kind}) matches no registered "
                          f"model; it holds {_seen_shapes(state)}; name the model and its architecture overrides "
                          "explicitly")

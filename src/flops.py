@@ -37,66 +37,48 @@ they are used (a 0.003 % difference).
 
 This is the cost of the algorithm, not of ``src.models``: to keep static shapes the ``ppt`` policy
 computes both branches for every image in PP blocks (so it does slightly more work).
+
+Each layer class states its own cost next to its code (``src.models.layers``: ``Attention.macs``,
+``Block.macs``, ``LayerScaleBlock.macs``, ...; the reduction's in ``TokenReducer.macs``), and the model class
+reports each layer's (``VisionTransformer.layer_macs`` / ``layer_params``) from the classes it is built from;
+this module sums what they report. A variant block or norm brings its cost with it.
 """
 from typing import Any
 
-from .models import ViTSpec
-from .token_reduction import PPTSetting, get_policy
+from .models import VisionTransformer, ViTSpec
+from .token_reduction import PPTSetting
 
 MacCounts = dict[str, int | list[int]]
 
 
-def _block_macs(n_in: int, n_out: int, spec: ViTSpec, reduction_macs: int) -> int:
-    """MACs of one transformer block: attention on ``n_in`` tokens, a reduction to ``n_out``, the MLP."""
-    c, h, d = spec.embed_dim, spec.num_heads, spec.head_dim
-    macs = n_in * c  # norm1
-    macs += n_in * c * 3 * c  # qkv
-    macs += 2 * h * n_in * n_in * d  # q @ k^T and attn @ v
-    macs += h * n_in * n_in  # logits * scale
-    macs += n_in * c * c  # proj
-    macs += reduction_macs
-    macs += n_out * c  # norm2
-    macs += 2 * n_out * c * spec.hidden_dim  # fc1 + fc2
-    if spec.layer_scale_init is not None:
-        macs += (n_in + n_out) * c  # ls1 on the attention branch, ls2 on the MLP branch
-    return macs
+def _total(counts: dict[str, int | list[int]]) -> int:
+    return sum(sum(value) if isinstance(value, list) else value for value in counts.values())
 
 
-def count_macs_spec(spec: ViTSpec, num_classes: int = 1000, ppt: PPTSetting | None = None) -> MacCounts:
+def count_macs_spec(spec: ViTSpec, num_classes: int = 1000, ppt: PPTSetting | None = None,
+                    model_cls: type[VisionTransformer] = VisionTransformer) -> MacCounts:
     """MACs of one image through a model of architecture ``spec`` with token reduction ``ppt``, unbuilt.
 
-    ``ppt``'s r is clamped as the model does (``PPTSetting.schedule``); ``num_classes=0`` means no
-    classifier head. Returns ``{"total": int, "per_block": [int] * depth}``: ``per_block[i]`` is block ``i``
-    including its reduction; ``total`` adds the patch embedding, the final norm and the head(s).
+    ``model_cls``: the class that would build it (a family's, ``src.models.model_class(name)``: its layers).
+    ``ppt``'s r is clamped as the model does (``PPTSetting.schedule``); ``num_classes=0`` means no classifier
+    head. Returns ``{"total": int, "per_block": [int] * depth}``: ``per_block[i]`` is block ``i`` including its
+    reduction; ``total`` adds the patch embedding, the final norm and the head(s).
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"count_macs_spec: num_classes must be an int >= 0, got {num_classes!r}")
-    depth, n_in = spec.depth, spec.num_tokens
-    tokens_after = (n_in,) * depth if ppt is None else ppt.schedule(n_in, depth)[0]
-    reduction = get_policy(ppt.policy).macs if ppt is not None else None
-    per_block = []
-    for n_out in tokens_after:
-        cost = reduction(n_in, spec.embed_dim, spec.head_dim) if n_out < n_in else 0
-        per_block.append(_block_macs(n_in, n_out, spec, cost))
-        n_in = n_out
-    patch_embed = spec.num_patches * spec.embed_dim * spec.in_chans * spec.patch_size ** 2
-    final_norm = tokens_after[-1] * spec.embed_dim
-    heads = (2 if spec.distilled else 1) * spec.embed_dim * num_classes  # a distilled DeiT has two heads
-    return {"total": patch_embed + sum(per_block) + final_norm + heads, "per_block": per_block}
+    layers = model_cls.layer_macs(spec, num_classes, ppt)
+    return {"total": _total(layers), "per_block": layers["blocks"]}
 
 
-def count_params_spec(spec: ViTSpec, num_classes: int = 1000) -> int:
+def count_params_spec(spec: ViTSpec, num_classes: int = 1000,
+                      model_cls: type[VisionTransformer] = VisionTransformer) -> int:
     """Parameters of a model of architecture ``spec``, unbuilt (building ViT-L takes most of a minute on a CPU)."""
-    c, m = spec.embed_dim, spec.hidden_dim
-    embed = c * spec.in_chans * spec.patch_size ** 2 + c + spec.num_prefix_tokens * c + spec.pos_embed_len * c
-    block = 4 * c + (3 * c * c + 3 * c) + (c * c + c) + (c * m + m) + (m * c + c)  # norms, qkv, proj, fc1, fc2
-    block += 2 * c if spec.layer_scale_init is not None else 0  # LayerScale's ls1, ls2 gammas
-    heads = (2 if spec.distilled else 1) * (c * num_classes + num_classes)
-    return embed + spec.depth * block + 2 * c + heads
+    return _total(model_cls.layer_params(spec, num_classes))
 
 
 def count_macs(model: Any) -> MacCounts:
-    """MACs of one image through a built ``src.models.VisionTransformer`` (its spec, classes and setting)."""
-    if not all(hasattr(model, name) for name in ("spec", "num_classes", "ppt")):
+    """MACs of one image through a built ``src.models.VisionTransformer``: its spec, classes, layers and setting."""
+    if not isinstance(model, VisionTransformer):
         raise TypeError(f"count_macs: expected a src.models.VisionTransformer, got a {type(model).__name__}")
-    return count_macs_spec(model.spec, model.num_classes, model.ppt)
+    layers = model.layer_macs(model.spec, model.num_classes, model.ppt, model.block_fn, model.norm_layer)
+    return {"total": _total(layers), "per_block": layers["blocks"]}

@@ -1,5 +1,7 @@
 """Building blocks of DeiT, with timm's parameter names so public weights load one to one."""
 
+from collections.abc import Callable
+
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
@@ -13,17 +15,42 @@ def trunc_normal_param(shape: tuple[int, ...], std: float = 0.02) -> Parameter:
 
 
 class LayerNorm(nn.Cell):
-    """LayerNorm over the last axis with ``weight``/``bias`` (timm's names; ``nn.LayerNorm`` says gamma/beta)."""
+    """LayerNorm over the last axis with timm's parameter names and epsilon.
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    A family whose weights name them otherwise (mindcv's ``nn.LayerNorm``: ``gamma`` / ``beta``, epsilon 1e-7)
+    subclasses it with its own ``param_names`` and ``default_eps``: the names are the weights' keys.
+    """
+
+    param_names: tuple[str, str] = ("weight", "bias")  # (scale, shift)
+    default_eps: float = 1e-6
+
+    def __init__(self, dim: int, eps: float | None = None):
         super().__init__()
-        self.weight = Parameter(initializer("ones", (dim,), ms.float32))
-        self.bias = Parameter(initializer("zeros", (dim,), ms.float32))
+        scale, shift = self.param_names
+        setattr(self, scale, Parameter(initializer("ones", (dim,), ms.float32)))
+        setattr(self, shift, Parameter(initializer("zeros", (dim,), ms.float32)))
+        eps = self.default_eps if eps is None else eps
         self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
     def construct(self, x: Tensor) -> Tensor:
-        y, _, _ = self.layer_norm(x, self.weight.astype(x.dtype), self.bias.astype(x.dtype))
+        scale, shift = self.param_names  # constant names: graph mode resolves the getattr at compile time
+        y, _, _ = self.layer_norm(x, getattr(self, scale).astype(x.dtype), getattr(self, shift).astype(x.dtype))
         return y
+
+    @staticmethod
+    def macs(tokens: int, dim: int) -> int:
+        return tokens * dim  # one product per output element (src.flops' convention)
+
+    @staticmethod
+    def num_params(dim: int) -> int:
+        return 2 * dim
+
+
+class GELU(nn.GELU):
+    """Exact (erf) GELU, DeiT's and timm's; ``nn.GELU()`` is the tanh approximation (mindcv's). Free in MACs."""
+
+    def __init__(self):
+        super().__init__(approximate=False)
 
 
 class Linear(nn.Dense):
@@ -31,6 +58,14 @@ class Linear(nn.Dense):
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init="zeros")
+
+    @staticmethod
+    def macs(tokens: int, in_features: int, out_features: int) -> int:
+        return tokens * in_features * out_features  # the bias is free
+
+    @staticmethod
+    def num_params(in_features: int, out_features: int) -> int:
+        return in_features * out_features + out_features
 
 
 class PatchProjection(nn.Cell):
@@ -70,6 +105,14 @@ class PatchEmbed(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         return self.proj(x)
 
+    @staticmethod
+    def macs(img_size: int, patch_size: int, in_chans: int, embed_dim: int) -> int:
+        return (img_size // patch_size) ** 2 * Linear.macs(1, in_chans * patch_size ** 2, embed_dim)
+
+    @staticmethod
+    def num_params(patch_size: int, in_chans: int, embed_dim: int) -> int:
+        return Linear.num_params(in_chans * patch_size ** 2, embed_dim)
+
 
 class DropPath(nn.Cell):
     """Stochastic depth: drop the residual branch per sample during training."""
@@ -86,14 +129,22 @@ class DropPath(nn.Cell):
 
 
 class Mlp(nn.Cell):
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, act_layer: Callable[[], nn.Cell] = GELU):
         super().__init__()
         self.fc1 = Linear(dim, hidden_dim)
-        self.act = nn.GELU(approximate=False)  # DeiT uses exact (erf) GELU; nn.GELU defaults to tanh
+        self.act = act_layer()
         self.fc2 = Linear(hidden_dim, dim)
 
     def construct(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+    @staticmethod
+    def macs(tokens: int, dim: int, hidden_dim: int) -> int:
+        return Linear.macs(tokens, dim, hidden_dim) + Linear.macs(tokens, hidden_dim, dim)  # the activation is free
+
+    @staticmethod
+    def num_params(dim: int, hidden_dim: int) -> int:
+        return Linear.num_params(dim, hidden_dim) + Linear.num_params(hidden_dim, dim)
 
 
 class Attention(nn.Cell):
@@ -126,19 +177,36 @@ class Attention(nn.Cell):
         out = ops.matmul(attn, v).swapaxes(1, 2).reshape(b, n, c)
         return self.proj(out), attn, v, k.mean(axis=1)
 
+    @staticmethod
+    def macs(tokens: int, dim: int, num_heads: int) -> int:
+        """qkv, ``q @ k^T`` and ``attn @ v``, the logit scaling (the official code scales the logits, ``H N^2``,
+        where this one scales ``q``), proj. The head-averaged keys are the reducer's cost, where it uses them."""
+        n, h = tokens, num_heads
+        return Linear.macs(n, dim, 3 * dim) + 2 * n * n * dim + h * n * n + Linear.macs(n, dim, dim)
+
+    @staticmethod
+    def num_params(dim: int) -> int:
+        return Linear.num_params(dim, 3 * dim) + Linear.num_params(dim, dim)
+
 
 class Block(nn.Cell):
     """Pre-norm transformer block. A PP block gets a ``reducer`` (a token-reduction policy, see
-    ``src.token_reduction``), which removes tokens between the attention residual and the MLP."""
+    ``src.token_reduction``), which removes tokens between the attention residual and the MLP. ``norm_layer``
+    (called with the width) and ``act_layer`` (called without arguments) build its norms and the MLP's
+    activation, as in timm.
+
+    :meth:`macs` and :meth:`num_params` state its cost from the constructor's arguments (a model is costed
+    without being built); a variant block that adds a layer adds its cost there."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0,
-                 prop_attn: bool = False, reducer: TokenReducer | None = None):
+                 prop_attn: bool = False, reducer: TokenReducer | None = None,
+                 norm_layer: Callable[[int], nn.Cell] = LayerNorm, act_layer: Callable[[], nn.Cell] = GELU):
         super().__init__()
-        self.norm1 = LayerNorm(dim)
+        self.norm1 = norm_layer(dim)
         self.attn = Attention(dim, num_heads, prop_attn)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer)
         self.reducer = reducer
         self.reduces = reducer is not None  # a plain bool: graph mode branches on it at compile time
 
@@ -160,6 +228,20 @@ class Block(nn.Cell):
     def scale_mlp(self, out: Tensor) -> Tensor:
         return out
 
+    @classmethod
+    def macs(cls, n_in: int, n_out: int, dim: int, num_heads: int, mlp_ratio: float,
+             norm_layer: type[LayerNorm] = LayerNorm, reducer: type[TokenReducer] | None = None) -> int:
+        """MACs of one image: attention on the ``n_in`` tokens entering, the reduction (by ``reducer``, the PP
+        block's policy class) to ``n_out`` when it removes any, the MLP on the ``n_out`` left."""
+        macs = norm_layer.macs(n_in, dim) + Attention.macs(n_in, dim, num_heads)
+        if reducer is not None and n_out < n_in:
+            macs += reducer.macs(n_in, dim, dim // num_heads)
+        return macs + norm_layer.macs(n_out, dim) + Mlp.macs(n_out, dim, int(dim * mlp_ratio))
+
+    @classmethod
+    def num_params(cls, dim: int, mlp_ratio: float, norm_layer: type[LayerNorm] = LayerNorm) -> int:
+        return 2 * norm_layer.num_params(dim) + Attention.num_params(dim) + Mlp.num_params(dim, int(dim * mlp_ratio))
+
 
 class LayerScale(nn.Cell):
     """A learned per-channel scale (``gamma``, timm's name), initialised to ``init_values``."""
@@ -171,14 +253,24 @@ class LayerScale(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         return x * self.gamma.astype(x.dtype)
 
+    @staticmethod
+    def macs(tokens: int, dim: int) -> int:
+        return tokens * dim  # element-wise products are counted
+
+    @staticmethod
+    def num_params(dim: int) -> int:
+        return dim
+
 
 class LayerScaleBlock(Block):
     """DeiT III's block: LayerScale on both residual branches (``ls1``, ``ls2``), in PP blocks too, where
     timm applies it; the reducer still runs after the (scaled) attention residual."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0,
-                 prop_attn: bool = False, reducer: TokenReducer | None = None, init_values: float = 1e-6):
-        super().__init__(dim, num_heads, mlp_ratio, drop_path, prop_attn, reducer)
+                 prop_attn: bool = False, reducer: TokenReducer | None = None,
+                 norm_layer: Callable[[int], nn.Cell] = LayerNorm, act_layer: Callable[[], nn.Cell] = GELU,
+                 init_values: float = 1e-6):
+        super().__init__(dim, num_heads, mlp_ratio, drop_path, prop_attn, reducer, norm_layer, act_layer)
         self.ls1 = LayerScale(dim, init_values)
         self.ls2 = LayerScale(dim, init_values)
 
@@ -187,3 +279,14 @@ class LayerScaleBlock(Block):
 
     def scale_mlp(self, out: Tensor) -> Tensor:
         return self.ls2(out)
+
+    @classmethod
+    def macs(cls, n_in: int, n_out: int, dim: int, num_heads: int, mlp_ratio: float,
+             norm_layer: type[LayerNorm] = LayerNorm, reducer: type[TokenReducer] | None = None) -> int:
+        # ls1 on the attention branch (n_in tokens), ls2 on the MLP branch (n_out)
+        block = super().macs(n_in, n_out, dim, num_heads, mlp_ratio, norm_layer, reducer)
+        return block + LayerScale.macs(n_in, dim) + LayerScale.macs(n_out, dim)
+
+    @classmethod
+    def num_params(cls, dim: int, mlp_ratio: float, norm_layer: type[LayerNorm] = LayerNorm) -> int:
+        return super().num_params(dim, mlp_ratio, norm_layer) + 2 * LayerScale.num_params(dim)

@@ -6,8 +6,10 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..token_reduction import PPTSetting, TokenReducer, get_policy
-from .layers import Block, LayerNorm, LayerScaleBlock, Linear, PatchEmbed, trunc_normal_param
+from .layers import GELU, Block, LayerNorm, LayerScaleBlock, Linear, PatchEmbed, trunc_normal_param
 from .spec import ViTSpec
+
+LayerCounts = dict[str, int | list[int]]
 
 
 def spec_block(spec: ViTSpec) -> Callable[..., Block]:
@@ -15,6 +17,11 @@ def spec_block(spec: ViTSpec) -> Callable[..., Block]:
     if spec.layer_scale_init is None:
         return Block
     return functools.partial(LayerScaleBlock, init_values=spec.layer_scale_init)
+
+
+def layer_class(layer: Callable[..., nn.Cell]) -> type[nn.Cell]:
+    """The class a layer argument builds (timm passes a class or a ``functools.partial`` of one): its cost."""
+    return layer.func if isinstance(layer, functools.partial) else layer
 
 
 class VisionTransformer(nn.Cell):
@@ -29,10 +36,20 @@ class VisionTransformer(nn.Cell):
         drop_path_rate: stochastic depth of the last block (linear from 0); training only.
         block_fn: the block class (timm's ``block_fn``): a variant block is a new class, not an edit; by
             default the spec's (:func:`spec_block`).
+        norm_layer, act_layer: what builds every norm (the blocks' and the final one; called with the width) and
+            the MLPs' activation (called without arguments), as in timm; by default the class's
+            (:attr:`norm_layer`, :attr:`act_layer`), which a family's subclass sets.
+
+    :meth:`layer_macs` and :meth:`layer_params` report the cost of each layer from its class (``src.flops``
+    sums them).
     """
 
+    norm_layer: Callable[[int], nn.Cell] = LayerNorm  # timm's names and epsilon
+    act_layer: Callable[[], nn.Cell] = GELU  # exact GELU
+
     def __init__(self, spec: ViTSpec, num_classes: int = 1000, ppt: None | PPTSetting | Mapping = None,
-                 drop_path_rate: float = 0.0, block_fn: Callable[..., Block] | None = None):
+                 drop_path_rate: float = 0.0, block_fn: Callable[..., Block] | None = None,
+                 norm_layer: Callable[[int], nn.Cell] | None = None, act_layer: Callable[[], nn.Cell] | None = None):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
@@ -48,7 +65,10 @@ class VisionTransformer(nn.Cell):
         if spec.distilled:
             self.dist_token = trunc_normal_param((1, 1, spec.embed_dim))
         self.pos_embed = trunc_normal_param((1, spec.pos_embed_len, spec.embed_dim))
-        block_fn = block_fn or spec_block(spec)
+        # kept (plain attributes, not cells) so that the built model is costed by the classes it was built from
+        self.block_fn = block_fn = block_fn or spec_block(spec)
+        self.norm_layer = norm_layer = norm_layer or self.norm_layer
+        act_layer = act_layer or self.act_layer
 
         reducers = self._reducers()
         self.ppt_layers = tuple(sorted(reducers))
@@ -59,9 +79,9 @@ class VisionTransformer(nn.Cell):
         self.blocks = nn.CellList([
             # sizes are all 1 up to the first PP block, where log(size) would add zeros
             block_fn(spec.embed_dim, spec.num_heads, spec.mlp_ratio, dpr[i], prop_attn=prop_attn and i > first_pp,
-                     reducer=reducers.get(i))
+                     reducer=reducers.get(i), norm_layer=norm_layer, act_layer=act_layer)
             for i in range(spec.depth)])
-        self.norm = LayerNorm(spec.embed_dim)
+        self.norm = norm_layer(spec.embed_dim)
         self.head = Linear(spec.embed_dim, num_classes)
         if spec.distilled:
             self.head_dist = Linear(spec.embed_dim, num_classes)
@@ -76,6 +96,38 @@ class VisionTransformer(nn.Cell):
         threshold = self.ppt.threshold or 0.0
         return {i: policy(r, self.spec.num_prefix_tokens, threshold)
                 for i, r in zip(self.ppt.layers, clamped) if r > 0}
+
+    @classmethod
+    def layer_macs(cls, spec: ViTSpec, num_classes: int = 1000, ppt: PPTSetting | None = None,
+                   block_fn: Callable[..., Block] | None = None,
+                   norm_layer: Callable[[int], nn.Cell] | None = None) -> LayerCounts:
+        """MACs of one image through each layer of a model of architecture ``spec`` built with these arguments
+        (``src.flops``' convention), unbuilt: ``patch_embed``, ``blocks`` (one int per block, its reduction
+        included; ``ppt``'s r clamped as the model clamps it), ``norm`` and ``heads``."""
+        block, norm = layer_class(block_fn or spec_block(spec)), layer_class(norm_layer or cls.norm_layer)
+        c, n_in = spec.embed_dim, spec.num_tokens
+        tokens_after = (n_in,) * spec.depth if ppt is None else ppt.schedule(n_in, spec.depth)[0]
+        reducer = get_policy(ppt.policy) if ppt is not None else None
+        blocks = []
+        for n_out in tokens_after:
+            blocks.append(block.macs(n_in, n_out, c, spec.num_heads, spec.mlp_ratio, norm, reducer))
+            n_in = n_out
+        return {"patch_embed": PatchEmbed.macs(spec.img_size, spec.patch_size, spec.in_chans, c), "blocks": blocks,
+                "norm": norm.macs(n_in, c),  # over every token left, as timm 0.4.12 does
+                "heads": (2 if spec.distilled else 1) * Linear.macs(1, c, num_classes)}
+
+    @classmethod
+    def layer_params(cls, spec: ViTSpec, num_classes: int = 1000, block_fn: Callable[..., Block] | None = None,
+                     norm_layer: Callable[[int], nn.Cell] | None = None) -> LayerCounts:
+        """Parameters of each layer of a model of architecture ``spec``, unbuilt (building ViT-L takes most of a
+        minute on a CPU): ``embed`` (patch projection, prefix tokens, position embedding), ``blocks``, ``norm``,
+        ``heads``."""
+        block, norm = layer_class(block_fn or spec_block(spec)), layer_class(norm_layer or cls.norm_layer)
+        c = spec.embed_dim
+        embed = PatchEmbed.num_params(spec.patch_size, spec.in_chans, c) + (spec.num_prefix_tokens
+                                                                              + spec.pos_embed_len) * c
+        return {"embed": embed, "blocks": [block.num_params(c, spec.mlp_ratio, norm)] * spec.depth,
+                "norm": norm.num_params(c), "heads": (2 if spec.distilled else 1) * Linear.num_params(c, num_classes)}
 
     def _embed(self, x: Tensor) -> Tensor:
         """Images -> patch tokens with the prefix token(s) prepended and the position embedding added (to

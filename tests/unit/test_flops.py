@@ -1,9 +1,12 @@
 """Analytic MACs counter (src/flops.py): published DeiT / PPT figures, hand-computed cases, models."""
+import mindspore as ms
+import numpy as np
 import pytest
 
-from src.flops import count_macs
-from src.models import ViTSpec
-from src.token_reduction import token_schedule
+from src.flops import count_macs, count_params_spec
+from src.models import VisionTransformer, ViTSpec
+from src.models.layers import Block, LayerNorm
+from src.token_reduction import PPTSetting, token_schedule
 
 from ..conftest import macs_of
 
@@ -176,3 +179,37 @@ def test_spec_derived_sizes():
     spec = ViTSpec(embed_dim=384, num_heads=6, distilled=True)
     assert (spec.num_patches, spec.num_prefix_tokens, spec.num_tokens, spec.head_dim, spec.hidden_dim) == (
         196, 2, 198, 64, 1536)
+
+
+class _ExtraNormBlock(Block):
+    """A block variant with one more layer (a norm on the MLP branch), which states its cost next to its code."""
+
+    def __init__(self, dim, *args, norm_layer=LayerNorm, **kwargs):
+        super().__init__(dim, *args, norm_layer=norm_layer, **kwargs)
+        self.norm3 = norm_layer(dim)
+
+    def scale_mlp(self, out):
+        return self.norm3(out)
+
+    @classmethod
+    def macs(cls, n_in, n_out, dim, num_heads, mlp_ratio, norm_layer=LayerNorm, reducer=None):
+        return super().macs(n_in, n_out, dim, num_heads, mlp_ratio, norm_layer, reducer) + norm_layer.macs(n_out, dim)
+
+    @classmethod
+    def num_params(cls, dim, mlp_ratio, norm_layer=LayerNorm):
+        return super().num_params(dim, mlp_ratio, norm_layer) + norm_layer.num_params(dim)
+
+
+def test_a_block_variant_brings_its_cost_without_a_change_here():
+    spec = ViTSpec(**{k: v for k, v in MINI.items() if k != "num_classes"})
+    ppt = PPTSetting(r=1, layers=(0,), threshold=0.0)
+    plain, extra = VisionTransformer(spec, 10, ppt), VisionTransformer(spec, 10, ppt, block_fn=_ExtraNormBlock)
+    extra.set_train(False)
+    assert extra(ms.Tensor(np.ones((1, 3, 32, 32), np.float32))).shape == (1, 10)  # the variant really runs
+    # block 0 reduces 5 tokens to 4: the extra norm runs on the 4 left there and in block 1
+    diff = [e - p for e, p in zip(count_macs(extra)["per_block"], count_macs(plain)["per_block"])]
+    assert diff == [4 * 8, 4 * 8]
+    assert count_macs(extra)["total"] - count_macs(plain)["total"] == 2 * 4 * 8
+    stated = VisionTransformer.layer_params(spec, 10, _ExtraNormBlock)
+    assert stated["blocks"] == [Block.num_params(8, 4.0) + 2 * 8] * 2
+    assert sum(p.size for p in extra.get_parameters()) == count_params_spec(spec, 10) + 2 * 2 * 8

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from src.checkpoint import CheckpointMismatchError, convert_checkpoint, infer_model_args, load_weights, read_state_dict
-from src.flops import count_macs_spec, count_params_spec
+from src.flops import count_macs, count_macs_spec, count_params_spec
 from src.models import MindcvVisionTransformer, create_model, list_models, model_class, model_spec
 from src.token_reduction import PPTSetting
 from src.zoo import zoo_markdown
@@ -71,13 +71,14 @@ def test_macs_of_every_vit_against_the_closed_form(name):
 def test_every_registered_model_builds_and_counts(name):
     """Spec, MACs (plain and with its config's kind of setting) and parameters of every registered model; the
     parameter formula is checked on a built small model of the same class (building ViT-L takes a minute)."""
-    spec = model_spec(name)
-    plain = count_macs_spec(spec)["total"]
-    ppt = count_macs_spec(spec, ppt=PPTSetting(r=8, layers=(0,), threshold=1e-4))["total"]
-    assert 0 < ppt < plain and count_params_spec(spec) > 5e6
+    spec, cls = model_spec(name), model_class(name)
+    plain = count_macs_spec(spec, model_cls=cls)["total"]
+    ppt = count_macs_spec(spec, ppt=PPTSetting(r=8, layers=(0,), threshold=1e-4), model_cls=cls)["total"]
+    assert 0 < ppt < plain and count_params_spec(spec, model_cls=cls) > 5e6
     small = create_model(name, num_classes=10, **TINY)
-    assert type(small) is model_class(name)
-    assert sum(p.size for p in small.get_parameters()) == count_params_spec(small.spec, 10)
+    assert type(small) is cls
+    assert sum(p.size for p in small.get_parameters()) == count_params_spec(small.spec, 10, cls)
+    assert count_macs(small) == count_macs_spec(small.spec, 10, model_cls=cls)  # the built model's layers
 
 
 @pytest.mark.parametrize("name,params", [("vit_tiny_patch16_224", 5.7), ("vit_small_patch32_224", 22.9),
