@@ -1,5 +1,6 @@
-"""The fine-tuning recipe users came for: the README's fine-tune commands resolve to the official PPT run's
-settings, and "auto" precision means float16 with loss scaling on Ascend/GPU only (no training here)."""
+"""The fine-tuning recipe users came for: the fine-tune commands of the README and docs/training.md resolve to
+the official PPT run's settings, and "auto" precision means float16 with loss scaling on Ascend/GPU only
+(no training here)."""
 import re
 import shlex
 
@@ -16,11 +17,13 @@ from ..conftest import ROOT
 OFFICIAL = {"epochs": 30, "warmup_epochs": 5, "lr": 1e-5, "per_gpu_batch": 256, "gpus": 4, "threshold": 6e-5,
             "r": 50, "layers": [3, 6, 9], "drop_path": 0.1, "ema_decay": 0.99996, "repeated_aug": 3}
 FINETUNE_CONFIGS = sorted((ROOT / "config").glob("deit_*_finetune.yaml"))
+DOCUMENTED = ("README.md", "docs/training.md")  # the user's path and the fine-tuning page
 
 
 def readme_commands(marker: str):
-    """Every command in a fenced code block of README.md that mentions ``marker`` (continuations joined)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """Every command in a fenced code block of the README or docs/training.md that mentions ``marker``
+    (continuations joined)."""
+    text = "\n".join((ROOT / name).read_text(encoding="utf-8") for name in DOCUMENTED)
     commands = []
     for block in re.findall(r"```(?:bash)?\n(.*?)```", text, flags=re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
@@ -59,7 +62,7 @@ def test_readme_fine_tune_commands_resolve_to_the_official_recipe():
         # The official peak lr at the official global batch (DeiT's main.py: lr * batch * world / 512) ...
         official_batch = OFFICIAL["per_gpu_batch"] * OFFICIAL["gpus"]
         assert scaled_lr(train["base_lr"], official_batch) == pytest.approx(OFFICIAL["lr"] * official_batch / 512)
-        # ... and the linear rule elsewhere, as the README's table says.
+        # ... and the linear rule elsewhere, as the table of docs/training.md says.
         peak = scaled_lr(train["base_lr"], data["batch_size"] * devices)
         assert peak == pytest.approx({1: 5e-6, 8: 4e-5}[devices])
 
