@@ -40,10 +40,10 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .checkpoint import load_state_dict
-from .export import export_model
+from .deploy import export_model, get_runtime
+from .deploy.onnx_runtime import MATMUL_SIZE, mac_utilisation, matmul_roof, require_onnxruntime
 from .flops import count_macs
 from .models import VisionTransformer, create_model
-from .onnx_runtime import MATMUL_SIZE, OnnxPredictor, mac_utilisation, matmul_roof, require_onnxruntime
 from .timing import timed_call
 from .token_reduction import PPTSetting
 
@@ -115,10 +115,11 @@ def _calls(backend: str, models: dict[str, VisionTransformer], x: np.ndarray, fo
     if backend == "mindspore":
         tensor = Tensor(x)
         return {name: functools.partial(model, tensor) for name, model in models.items()}
+    runtime = get_runtime("onnx")  # the onnxruntime backend
     calls = {}
     for name, model in models.items():
-        result = export_model(model, folder / f"{name}_b{x.shape[0]}", "ONNX", x.shape[0], seed=seed)
-        calls[name] = functools.partial(OnnxPredictor(result.path, threads), x)
+        result = export_model(model, folder / f"{name}_b{x.shape[0]}", runtime.file_format, x.shape[0], seed=seed)
+        calls[name] = functools.partial(runtime.open(result.path, threads=threads), x)
     return calls
 
 

@@ -1,4 +1,4 @@
-"""Inference (src/inference.py): eval preprocessing, class names and where they come from, top-k."""
+"""Inference (src/deploy/inference.py): eval preprocessing, class names and where they come from, top-k."""
 
 import json
 import warnings
@@ -10,9 +10,9 @@ from PIL import Image
 
 from src.class_names import MissingClassNames, imagenet_class_names
 from src.data import create_dataset
-from src.inference import (
+from src.deploy import Preprocess
+from src.deploy.inference import (
     ClassNames,
-    Preprocess,
     find_class_names,
     label_splits,
     load_images,
@@ -97,7 +97,7 @@ def test_sources_that_do_not_fit_the_model_are_errors(tmp_path):
 
 def test_demo_dataset_names_are_its_sorted_folders(tmp_path, monkeypatch):
     root = _dataset(tmp_path / "demo", train=["square", "circle", "ring"])
-    monkeypatch.setattr("src.inference.resolve_data_root", lambda path: root)
+    monkeypatch.setattr("src.deploy.inference.resolve_data_root", lambda path: root)
     assert resolve_class_names(3, replace(PRE, data_path="demo")).names == ("circle", "ring", "square")
 
 
