@@ -31,7 +31,8 @@ def seven(tmp_path_factory):
 
 
 def _export(capsys, config, ckpt, out, *extra):
-    return run_script(ROOT / "export.py", ["--config", config, "--ckpt", ckpt, "--out", out, *extra], capsys)
+    return run_script(ROOT / "export.py", ["--config", config, "--ckpt", ckpt, "--out", out, "--mode", "pynative",
+                                           *extra], capsys)
 
 
 @pytest.mark.parametrize("data", ["absent", "demo"])
@@ -45,8 +46,7 @@ def test_weights_without_names_export_without_a_dataset(seven, capsys, tmp_path,
 
 
 @pytest.mark.parametrize("ckpt, extra, source", [("named.ckpt", [], "the metadata of {d}/named.ckpt"),
-                                                 ("plain.ckpt", ["--class_names", "names.txt"], "{d}/names.txt"),
-                                                 ("named.ckpt", ["--class_names", "names.txt"], "{d}/names.txt")])
+                                                 ("plain.ckpt", ["--class_names", "names.txt"], "{d}/names.txt")])
 def test_names_from_the_weights_or_the_names_file(seven, capsys, tmp_path, ckpt, extra, source):
     d, configs = seven
     extra = [d / e if e.endswith(".txt") else e for e in extra]
