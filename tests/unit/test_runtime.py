@@ -48,7 +48,7 @@ def _available(runtime) -> bool:
 
 
 @pytest.mark.parametrize("name", [r.name for r in list_runtimes()])
-def test_every_runtime_round_trips(tiny, name, graph_mode):
+def test_every_runtime_round_trips(tiny, name):
     folder, cfg, pre = tiny
     runtime = get_runtime(name)
     if not _available(runtime):
@@ -102,7 +102,7 @@ def test_shared_metadata_checks_are_one_line():
         exported_meta("m", [(1, 3, 8, 8)], [(1, 3)], "{", "a MindIR")
 
 
-def test_a_config_of_another_model_is_refused(tiny, graph_mode):
+def test_a_config_of_another_model_is_refused(tiny):
     folder, cfg, _ = tiny
     predictor = get_runtime("cell").open(folder / "w.ckpt", cfg=cfg, batch_size=2)
     assert predictor.preprocess is None and preprocess_from_config(cfg).img_size == 32
