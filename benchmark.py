@@ -19,7 +19,7 @@ from pathlib import Path
 from src.benchmark import BACKENDS, benchmark, format_benchmark
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context, write_report
 from src.config import model_kwargs
-from src.onnx_runtime import require_onnxruntime
+from src.deploy.onnx_runtime import require_onnxruntime
 from src.sweep import format_sweep, run_sweep
 
 

@@ -2,11 +2,13 @@
 
     python eval.py --config config/deit_small_patch16_224.yaml --ckpt deit_small.pth --data /data/imagenet
     python eval.py --config config/demo.yaml --ckpt outputs/demo/best.ckpt --compare-baseline
-    python eval.py --config config/demo.yaml --onnx demo_ppt.onnx       # the deployed file, in onnxruntime
+    python eval.py --config config/demo.yaml --model demo_ppt.onnx      # the deployed file, in onnxruntime
+    python eval.py --config config/demo.yaml --model demo_ppt.mindir    # or in MindSpore
 
 Results are printed and written as JSON to --out (default: outputs/eval_<config name>.json). --per-class adds
 top-1 per named class and the confusion matrix; --plot also draws the matrix as <out stem>_confusion.png.
---onnx evaluates an exported .onnx file instead of a checkpoint (its stored preprocessing, the config's data).
+--model evaluates an exported file (.onnx, .mindir; --onnx is an alias) instead of a checkpoint, in the runtime of
+its suffix (its stored preprocessing, the config's data).
 """
 from pathlib import Path
 
@@ -20,8 +22,8 @@ from src.cli import (
     setup_context,
     write_report,
 )
-from src.evaluate import evaluate_checkpoint, evaluate_onnx, format_report, plot_confusion
-from src.onnx_runtime import require_onnxruntime
+from src.deploy import runtime_for
+from src.evaluate import evaluate_checkpoint, evaluate_exported, format_report, plot_confusion
 
 
 def main() -> None:
@@ -29,8 +31,9 @@ def main() -> None:
     add_common_args(parser, ckpt="optional")
     parser.add_argument("--data", "--data_path", dest="data", default=None,
                         help="dataset root with <split>/<class>/<image>, or 'demo' (default: data.path)")
-    parser.add_argument("--onnx", default=None, metavar="FILE",
-                        help="evaluate this exported .onnx file in onnxruntime instead of a checkpoint")
+    parser.add_argument("--model", "--onnx", dest="model", default=None, metavar="FILE",
+                        help="evaluate this exported file (.onnx in onnxruntime, .mindir in MindSpore) instead of a "
+                             "checkpoint")
     parser.add_argument("--split", default="val", help="split folder under the dataset root (default: val)")
     parser.add_argument("--compare-baseline", "--compare_baseline", dest="compare_baseline", action="store_true",
                         help="also evaluate the same weights without PPT and print a side-by-side table")
@@ -47,13 +50,16 @@ def main() -> None:
                              "class folders)")
     args = parser.parse_args()
     # Checked here rather than by argparse so the error can say why a checkpoint is needed.
-    if args.onnx is not None:
+    if args.model is not None:
         if args.ckpt_file is not None or args.compare_baseline:
-            raise UsageError(f"--onnx {args.onnx}: the file holds the weights; drop "
+            raise UsageError(f"--model {args.model}: the file holds the weights; drop "
                              f"{'--ckpt' if args.ckpt_file is not None else '--compare-baseline'}")
-        if not Path(args.onnx).is_file():
-            raise UsageError(f"--onnx {args.onnx}: no such file")
-        require_onnxruntime()
+        if not Path(args.model).is_file():
+            raise UsageError(f"--model {args.model}: no such file")
+        runtime = runtime_for(args.model)
+        if runtime.needs_config:
+            raise UsageError(f"--model {args.model}: weights are evaluated with --ckpt")
+        runtime.check_available(args.device_target)
     elif args.ckpt_file is None:
         raise UsageError("--ckpt is required: evaluating randomly initialised weights would be meaningless")
     if args.class_names and not Path(args.class_names).is_file():
@@ -67,9 +73,9 @@ def main() -> None:
     if args.data is not None:
         cfg["data"]["path"] = args.data
     per_class = args.per_class or args.plot
-    if args.onnx is not None:
-        report = evaluate_onnx(cfg, args.onnx, split=args.split, strict=args.strict, per_class=per_class,
-                               class_names_file=args.class_names)
+    if args.model is not None:
+        report = evaluate_exported(cfg, args.model, split=args.split, strict=args.strict, per_class=per_class,
+                                   class_names_file=args.class_names)
     else:
         report = evaluate_checkpoint(cfg, args.ckpt_file, split=args.split, strict=args.strict,
                                      compare_baseline=args.compare_baseline, per_class=per_class,

@@ -1,4 +1,4 @@
-"""Export a (PPT-)DeiT to a static-shape MindIR, AIR or ONNX file and verify it against the model.
+"""Export a (PPT-)DeiT to a static-shape MindIR, AIR or ONNX file (or a .ckpt) and verify it against the model.
 
     python export.py --config_path config/deit_small_patch16_224.yaml --ckpt_file deit_small.ckpt \\
         --file_format MINDIR --batch_size 1 --file_name deit_small_ppt
@@ -6,25 +6,26 @@
 The model is built as configured (PPT on or off), the checkpoint is loaded strictly, and the lean inference
 path (images [N, 3, img, img] float32 -> logits) is written. The file is loaded back and run on a random
 batch; a maximum logit difference above the tolerance removes it. AIR needs Ascend; ONNX needs the optional
-packages onnx and onnxruntime (see src/export.py for what the ONNX export changes). MindIR and ONNX files
-store the preprocessing settings and the class names (--class_names FILE, else those stored in the checkpoint,
-else the class folders of data.path if it is here, else ImageNet-1k's for 1000 classes).
+packages onnx and onnxruntime (see src/deploy/onnx_runtime.py for what the ONNX export changes). MindIR and ONNX
+files store the preprocessing settings and the class names: those stored in the checkpoint or given by
+--class_names FILE (both: they must agree), else none (said so; no dataset is needed or read).
 """
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
-from src.export import DEFAULT_TOLERANCE, FORMATS, check_format_device, export_model
+from src.deploy import DEFAULT_TOLERANCE, export_formats, export_model
+from src.deploy.export import check_format_device
+from src.deploy.inference import preprocess_from_config, weights_class_names
 from src.factory import build_model
-from src.inference import find_class_names, label_splits, preprocess_from_config
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, ckpt="required")
-    parser.add_argument("--file_format", "--format", dest="file_format", type=str.upper, choices=tuple(FORMATS),
-                        default="MINDIR", help="output format (default: MINDIR)")
+    parser.add_argument("--file_format", "--format", dest="file_format", type=str.upper,
+                        choices=tuple(export_formats()), default="MINDIR", help="output format (default: MINDIR)")
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=1,
                         help="fixed batch size of the exported graph (default: 1)")
     parser.add_argument("--file_name", "--out", dest="file_name", required=True,
@@ -33,8 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"largest accepted max abs logit difference, file vs model "
                              f"(default: {DEFAULT_TOLERANCE:g})")
     parser.add_argument("--class_names", default=None, metavar="FILE",
-                        help="one class name per line, stored in the file (default: those stored in the checkpoint, "
-                             "else the class folders of data.path, else ImageNet-1k's for 1000 classes)")
+                        help="one class name per line, stored in the file (default: those stored in the checkpoint; "
+                             "with both, they must agree)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size: expected an int >= 1, got {args.batch_size}")
@@ -43,16 +44,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.class_names and not Path(args.class_names).is_file():
         raise UsageError(f"--class_names {args.class_names}: no such file")
     cfg = load_args_config(args)
+    names = weights_class_names(cfg["model"]["num_classes"], args.ckpt_file, args.class_names)  # before the build
     setup_context(args.device_target, args.mode)
     model = build_model(cfg, args.ckpt_file)
-    pre = preprocess_from_config(cfg, args.ckpt_file)
-    names = find_class_names(model.num_classes, pre, args.class_names, model=args.ckpt_file, splits=label_splits(cfg))
-    result = export_model(model, args.file_name, args.file_format, args.batch_size,
-                          data_info=replace(pre, class_names=names.names if names else None).to_dict(),
+    pre = replace(preprocess_from_config(cfg), class_names=names.names if names else None)
+    result = export_model(model, args.file_name, args.file_format, args.batch_size, data_info=pre.to_dict(),
                           tolerance=args.tolerance, seed=cfg["seed"])
     print(result.summary())
     print(f"class names: {len(names.names)} from {names.source}" if names else
-          "class names: none found, none stored (infer.py will need --class_names FILE)")
+          f"class names: none stored ({args.ckpt_file} stores none and no --class_names FILE was given)")
 
 
 if __name__ == "__main__":

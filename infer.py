@@ -16,14 +16,16 @@ from pathlib import Path
 
 from src.class_names import MissingClassNames
 from src.cli import ArgumentParser, UsageError, add_common_args, flag_fixes, load_args_config, run, setup_context
-from src.inference import EXPORTED_SUFFIXES, MissingSettings, classify, label_splits, open_model, resolve_class_names
+from src.deploy import runtime_for
+from src.deploy.inference import MissingSettings, classify, label_splits, open_model, resolve_class_names
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     # An empty default makes the config optional: a MindIR or ONNX file from export.py carries its data settings.
     add_common_args(parser, ckpt="none", default_config="")
-    parser.add_argument("--model", required=True, help="weights (.ckpt, .pth, .safetensors), a .mindir or a .onnx")
+    parser.add_argument("--model", required=True,
+                        help="weights (.ckpt, .pth, .safetensors) or an exported file (.mindir, .onnx)")
     parser.add_argument("--class_names", default=None, metavar="FILE",
                         help="one class name per line (default: those stored in the model file, else the class "
                              "folders of its dataset, else ImageNet-1k's for 1000 classes)")
@@ -45,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UsageError(f"--model {model_path}: no such file")
     if args.class_names and not Path(args.class_names).is_file():
         raise UsageError(f"--class_names {args.class_names}: no such file")
-    exported = model_path.suffix.lower() in EXPORTED_SUFFIXES
+    exported = not runtime_for(model_path).needs_config
     if not args.config_path and (args.overrides or not exported):
         raise UsageError(f"--model {model_path}: --config_path is required "
                          f"{'with --set' if exported else 'to build the model of a checkpoint'}")

@@ -13,8 +13,9 @@ from pathlib import Path
 from src.class_names import MissingClassNames
 from src.cli import ArgumentParser, UsageError, add_common_args, flag_fixes, load_args_config, run, setup_context
 from src.data import resolve_data_root
+from src.deploy import runtime_for
+from src.deploy.inference import label_splits, preprocess_from_config, resolve_class_names
 from src.factory import build_model
-from src.inference import label_splits, preprocess_from_config, resolve_class_names
 from src.visualize import collect_images, demo_images, describe_weights, visualize_images
 
 
@@ -41,6 +42,10 @@ def main() -> None:
                          "untrained model")
     if args.ckpt_file is not None and args.random_weights:
         raise UsageError("--random-weights and --ckpt_file exclude each other")
+    runtime = runtime_for(args.ckpt_file) if args.ckpt_file is not None else None
+    if runtime is not None and not runtime.needs_config:
+        raise UsageError(f"--ckpt_file {args.ckpt_file}: an exported {runtime.label} file returns logits only; the PP "
+                         f"blocks' decisions need the model's weights (.ckpt, .pth, .safetensors)")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size: expected an int >= 1, got {args.batch_size}")
     if args.class_names and not Path(args.class_names).is_file():

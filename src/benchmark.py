@@ -15,7 +15,7 @@ calls are not timed; then the models are timed in interleaved rounds (baseline, 
 repeated), each call synchronised by copying the logits to the host and preceded by a short pause
 (``SETTLE_SECONDS``) so that the previous model's idle threads have stopped spinning, so a change of machine load
 affects all three alike. With the ``onnxruntime`` backend the same Cells (same weights) are exported to temporary ONNX
-files (:func:`src.export.export_model`, verified against the Cells) and their sessions take part in the same
+files (:func:`src.deploy.export_model`, verified against the Cells) and their sessions take part in the same
 rounds. Every round also times one large matmul in each backend (the roof: MindSpore's in the current mode,
 onnxruntime's on its CPU provider), so MAC utilisation = images/s x MACs per image / roof rate compares the model
 with what the same backend reaches on its best-case operation, under the same load. Reported: median seconds per
@@ -42,10 +42,10 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .checkpoint import load_state_dict
-from .export import export_model
+from .deploy import export_model, get_runtime
+from .deploy.onnx_runtime import MATMUL_SIZE, mac_utilisation, matmul_roof, require_onnxruntime
 from .flops import count_macs
 from .models import VisionTransformer, create_model
-from .onnx_runtime import MATMUL_SIZE, OnnxPredictor, mac_utilisation, matmul_roof, require_onnxruntime
 from .timing import fix_cpu_threads, timed_call, usable_cores
 from .token_reduction import PPTSetting
 
@@ -127,10 +127,11 @@ def _calls(backend: str, models: dict[str, VisionTransformer], x: np.ndarray, fo
     if backend == "mindspore":
         tensor = Tensor(x)
         return {name: functools.partial(model, tensor) for name, model in models.items()}
+    runtime = get_runtime("onnx")  # the onnxruntime backend
     calls = {}
     for name, model in models.items():
-        result = export_model(model, folder / f"{name}_b{x.shape[0]}", "ONNX", x.shape[0], seed=seed)
-        calls[name] = functools.partial(OnnxPredictor(result.path, threads), x)
+        result = export_model(model, folder / f"{name}_b{x.shape[0]}", runtime.file_format, x.shape[0], seed=seed)
+        calls[name] = functools.partial(runtime.open(result.path, threads=threads), x)
     return calls
 
 

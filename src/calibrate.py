@@ -36,10 +36,11 @@ from mindspore import Tensor
 
 from .budget import MacsModel, Schedule, parse_target, ppt_yaml, schedule_for, search_budget
 from .data import class_folders, resolve_data_root, scan_image_folder
+from .deploy.cell import CellPredictor
+from .deploy.inference import load_images, predict, preprocess_from_config
 from .evaluate import format_table
 from .factory import build_model
 from .flops import count_macs
-from .inference import CellPredictor, load_images, predict, preprocess_from_config
 from .models import PPTStats, VisionTransformer
 from .token_reduction import TunablePPTReducer, r_per_layer
 from .visualize import collect_images
@@ -150,7 +151,7 @@ def agreement_metrics(reference: np.ndarray, logits: np.ndarray, labels: np.ndar
 
 
 class _StatsPredictor:
-    """``PPTStats`` of a model as a predictor of :func:`src.inference.predict`: ``(logits, pooled, svar)``."""
+    """``PPTStats`` of a model as a predictor of :func:`src.deploy.inference.predict`: ``(logits, pooled, svar)``."""
 
     def __init__(self, stats: PPTStats, batch_size: int):
         self.stats, self.batch_size = stats, batch_size

@@ -30,19 +30,19 @@ import numpy as np
 from mindspore import Tensor
 
 from .class_names import describe_difference
-from .config import configured_spec, model_kwargs
+from .config import model_kwargs
 from .data import DatasetInfo
+from .deploy import Predictor, Preprocess, check_config_model, runtime_for
+from .deploy.inference import ClassNames, preprocess_from_config, resolve_class_names
 from .factory import build_model, dataset_from_config
 from .fileio import write_bytes_atomic
 from .flops import count_macs
-from .inference import ClassNames, Preprocess, preprocess_from_config, resolve_class_names
 from .models import PPTStats, VisionTransformer, create_model
-from .onnx_runtime import OnnxPredictor
 from .timing import timed_call
 from .token_reduction import get_policy
 
 __all__ = ["evaluate", "format_comparison", "format_table", "unwrap_pipeline_error", "evaluate_checkpoint",
-           "evaluate_onnx", "per_class_results", "format_report", "format_per_class", "plot_confusion"]
+           "evaluate_exported", "per_class_results", "format_report", "format_per_class", "plot_confusion"]
 
 # "ValueError: <message>" lines in the Python stack MindSpore embeds in its pipeline errors.
 _USER_ERROR = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception): (?!Traceback)(.+)$", re.MULTILINE)
@@ -239,7 +239,7 @@ def evaluate(model: VisionTransformer | PPTStats, dataset: Any, *, progress: boo
 
 
 def _result(totals: _Totals, seconds: float, macs: int, ppt_layers: Sequence[int], reports_variance: bool,
-            desc: str = "ONNX") -> dict[str, Any]:
+            desc: str) -> dict[str, Any]:
     """:func:`evaluate`'s result dict from the running sums."""
     images = totals.images
     if images == 0:
@@ -334,7 +334,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "va
         progress: show progress on stderr.
         per_class: also report top-1 per class with its name, and the confusion matrix.
         class_names_file: names of the classes, one per line (default: those stored in the checkpoint, else
-            the split's class folders; see :func:`src.inference.resolve_class_names`).
+            the split's class folders; see :func:`src.deploy.inference.resolve_class_names`).
 
     Returns:
         A JSON-ready report: ``checkpoint``, ``data_root``, ``split``, ``num_classes``, ``num_files``
@@ -362,7 +362,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt_file: str, *, split: str = "va
 
 def _dataset_report(head: dict[str, Any], split: str, info: DatasetInfo, results: dict[str, dict[str, Any]],
                     names: ClassNames | None) -> dict[str, Any]:
-    """The report of :func:`evaluate_checkpoint` and :func:`evaluate_onnx`: ``head`` (the model file), the
+    """The report of :func:`evaluate_checkpoint` and :func:`evaluate_exported`: ``head`` (the model file), the
     data, the results and, with ``names``, the per-class results."""
     report = {
         **head,
@@ -382,10 +382,11 @@ def _dataset_report(head: dict[str, Any], split: str, info: DatasetInfo, results
     return report
 
 
-class _OnnxOutputs:
-    """An ONNX file as an evaluated model: its logits, and no PP-block decisions (the file returns logits only)."""
+class _LogitsOnly:
+    """An exported file as an evaluated model: its logits, and no PP-block decisions (the file returns logits
+    only)."""
 
-    def __init__(self, predictor: OnnxPredictor):
+    def __init__(self, predictor: Predictor):
         self.predictor = predictor
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -393,44 +394,45 @@ class _OnnxOutputs:
         return self.predictor(batch), np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
 
 
-def _onnx_config(cfg: dict[str, Any], predictor: OnnxPredictor) -> dict[str, Any]:
+def _exported_config(cfg: dict[str, Any], predictor: Predictor) -> dict[str, Any]:
     """``cfg`` with the file's batch size and, when the file stores them, its preprocessing settings (what the
     deployed model expects); a config whose model is not the exported one is an error."""
     cfg = copy.deepcopy(cfg)
     cfg["data"]["batch_size"] = predictor.batch_size
-    if predictor.info is not None:
-        pre = Preprocess.from_dict(predictor.info, str(predictor.path))
+    pre = predictor.preprocess
+    if pre is not None:
         cfg["data"].update(crop_pct=pre.crop_pct, interpolation=pre.interpolation, mean=list(pre.mean),
                            std=list(pre.std))
-    img_size, classes = configured_spec(cfg).img_size, cfg["model"]["num_classes"]
-    if img_size != predictor.input_shape[2] or classes != predictor.num_classes:
-        raise ValueError(f"the config's model ({img_size} px, {classes} classes) is not the one exported to "
-                         f"{predictor.path} ({predictor.input_shape[2]} px, {predictor.num_classes} classes)")
+    check_config_model(cfg, predictor)
     return cfg
 
 
-def evaluate_onnx(cfg: dict[str, Any], onnx_file: str | os.PathLike, *, split: str = "val", strict: bool = False,
-                  progress: bool = True, per_class: bool = False, class_names_file: str | None = None,
-                  threads: int | None = None) -> dict[str, Any]:
-    """What ``eval.py --onnx`` does: the accuracy of a deployed ONNX file run by onnxruntime on
-    ``<data.path>/<split>``, in the file's batch size.
+def evaluate_exported(cfg: dict[str, Any], model_file: str | os.PathLike, *, split: str = "val",
+                      strict: bool = False, progress: bool = True, per_class: bool = False,
+                      class_names_file: str | None = None, threads: int | None = None) -> dict[str, Any]:
+    """What ``eval.py --model FILE`` does: the accuracy of a deployed file (``.onnx``, ``.mindir``, any file a
+    registered runtime opens without a config) on ``<data.path>/<split>``, in the file's batch size.
 
     The data settings come from ``cfg`` (``data.path``, workers), the preprocessing from the file when it
     stores it (else ``cfg``'s), ``macs`` from the configured model, which must have the file's image size and
-    classes. The report is :func:`evaluate_checkpoint`'s with ``onnx`` instead of ``checkpoint``; one result
-    ``"ONNX"``, without PP-block statistics (``ppt_layers`` empty: the file returns logits only).
+    classes. The report is :func:`evaluate_checkpoint`'s with the runtime's name (``onnx``, ``mindir``) instead
+    of ``checkpoint``; one result named by the runtime's label (``ONNX``, ``MindIR``), without PP-block
+    statistics (``ppt_layers`` empty: the file returns logits only). ``threads``: the runtime's intra-op threads.
     """
-    predictor = OnnxPredictor(onnx_file, threads)
-    cfg = _onnx_config(cfg, predictor)
+    runtime = runtime_for(model_file)
+    if runtime.needs_config:
+        raise ValueError(f"{model_file}: weights, not an exported file; evaluate them as a checkpoint")
+    predictor = runtime.open(model_file, threads=threads)
+    cfg = _exported_config(cfg, predictor)
     dataset, info = dataset_from_config(cfg, split, strict=strict)
-    stored = None if predictor.info is None else Preprocess.from_dict(predictor.info, str(onnx_file)).class_names
-    names = _label_names(replace(preprocess_from_config(cfg), class_names=stored), onnx_file, info, class_names_file)
+    names = _label_names(replace(preprocess_from_config(cfg), class_names=predictor.class_names), model_file, info,
+                         class_names_file)
     totals = _Totals(predictor.num_classes, 0, per_class)
-    bar = _Progress("ONNX", dataset.get_dataset_size()) if progress else None
-    seconds = _run(_OnnxOutputs(predictor), dataset, totals, bar, "ONNX", prepare=np.ascontiguousarray)
+    bar = _Progress(runtime.label, dataset.get_dataset_size()) if progress else None
+    seconds = _run(_LogitsOnly(predictor), dataset, totals, bar, runtime.label, prepare=np.ascontiguousarray)
     macs = int(count_macs(create_model(**model_kwargs(cfg)))["total"])
-    result = _result(totals, seconds, macs, (), reports_variance=False)
-    return _dataset_report({"onnx": os.fspath(onnx_file)}, split, info, {"ONNX": result},
+    result = _result(totals, seconds, macs, (), False, runtime.label)
+    return _dataset_report({runtime.name: os.fspath(model_file)}, split, info, {runtime.label: result},
                            names if per_class else None)
 
 

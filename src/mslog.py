@@ -1,4 +1,5 @@
-"""MindSpore's own log lines around calls whose failure our caller reports in one line of its own.
+"""MindSpore's own log lines around calls whose failure our caller reports in one line of its own, and the one
+line of an exception's message such a report quotes (:func:`first_line`).
 
 MindSpore logs ``[ERROR]``/``[WARNING]`` lines through a Python logger before raising (e.g. when a device is
 not available, or a checkpoint cannot be parsed); printed before our message they bury it.
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 
 from mindspore import log as ms_log
 
-__all__ = ["held_mindspore_logs"]
+__all__ = ["held_mindspore_logs", "first_line"]
 
 
 class _Hold(logging.Handler):
@@ -34,3 +35,9 @@ def held_mindspore_logs() -> Iterator[None]:
         logger.handlers = saved
     for record in hold.records:  # reached only without an exception
         logger.handle(record)
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (MindSpore, onnx and onnxruntime errors carry whole
+    stacks), or its type name when it has none: what a one-line error quotes."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)

@@ -27,8 +27,9 @@ from mindspore import Tensor
 from PIL import Image, ImageDraw, ImageFont
 
 from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
+from .deploy import Preprocess
+from .deploy.inference import load_images
 from .fileio import atomic_path
-from .inference import Preprocess, load_images
 from .models import PPTStats, VisionTransformer
 from .token_reduction import get_policy
 
@@ -273,9 +274,10 @@ def visualize_images(model: VisionTransformer, paths: Sequence[os.PathLike], out
         model: a PPT model (at least one PP block with r > 0).
         paths: image files.
         out_dir: output folder (created if missing).
-        pre: the evaluation preprocessing (``src.inference.preprocess_from_config``).
+        pre: the evaluation preprocessing (``src.deploy.inference.preprocess_from_config``).
         weights_label: shown on every input panel, e.g. the checkpoint name or "RANDOM WEIGHTS".
-        class_names: one per class of the model (``src.inference.resolve_class_names``), shown with the prediction.
+        class_names: one per class of the model (``src.deploy.inference.resolve_class_names``), shown with the
+            prediction.
         batch_size: images per forward pass.
 
     Returns:

@@ -27,6 +27,7 @@ from mindspore import nn
 from ..class_names import CLASS_NAMES_KEY, describe_difference
 from ..config import SCHEMA
 from ..fileio import PathLike, atomic_path
+from ..mslog import first_line
 from .distill import TEACHER_PREFIX
 
 __all__ = ["STATE_FORMAT", "STATE_SUFFIX", "ResumeError", "state_path", "weights_path", "ema_weights_path",
@@ -124,8 +125,7 @@ def _read_state(path: Path, meta_only: bool = False) -> tuple[dict[str, Any], di
     # Broad on purpose: a damaged file surfaces as RuntimeError/ValueError/protobuf errors depending on
     # where the damage is; all of them mean the same thing to the user.
     except Exception as exc:  # pylint: disable=broad-except
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ResumeError(f"{where}: not a readable MindSpore checkpoint ({reason})") from None
+        raise ResumeError(f"{where}: not a readable MindSpore checkpoint ({first_line(exc)})") from None
     raw = loaded.pop(META_KEY, None)
     try:
         meta = json.loads(raw if isinstance(raw, str) else "")

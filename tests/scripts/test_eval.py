@@ -155,8 +155,11 @@ def test_eval_end_to_end_matches_independent_metrics(setup):
     assert ppt["pooled_fraction"][0] + ppt["pruned_fraction"][0] == pytest.approx(1.0)
     assert ppt["macs"] < report["results"]["baseline"]["macs"]
     # Both columns of the side-by-side table, and the unreadable file, are in the printed report.
-    header = next(line for line in proc.stdout.splitlines() if line.split()[:2] == ["baseline", "PPT"])
-    assert header
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:2] == ["baseline", "PPT"])
+    assert lines[at].split() == ["baseline", "PPT"] and set(lines[at + 1].replace(" ", "")) == {"-"}
+    top1 = [f"{report['results'][name]['top1']:.2f}" for name in ("baseline", "PPT")]
+    assert lines[at + 2].split() == ["top-1", "(%)", *top1]  # the table shows the report's numbers
     assert "speed-up vs baseline" in proc.stdout and "broken.png" in proc.stdout
     # The classes are named by the split's class folders (the checkpoint stores no names): one row per class.
     assert report["class_names"] == list(CLASSES)

@@ -4,7 +4,7 @@ import pytest
 
 import infer as infer_script
 from src.config import load_config
-from src.inference import load_images, preprocess_from_config
+from src.deploy.inference import load_images, preprocess_from_config
 
 from ..run_scripts import run_main
 from ..unit.test_image_modes import images  # noqa: F401 (fixtures, helpers)

@@ -1,5 +1,6 @@
-"""The ONNX deployment path of the scripts on a tiny model: infer.py and eval.py on an exported .onnx agree with
-the checkpoint, a foreign .onnx needs --config_path, a missing onnxruntime is one line with the install command."""
+"""The deployment path of the scripts on a tiny model: infer.py and eval.py on an exported .onnx (and eval.py on a
+.mindir) agree with the checkpoint, a foreign .onnx needs --config_path, a missing onnxruntime is one line with the
+install command."""
 
 import json
 import sys
@@ -30,8 +31,9 @@ data: {path: DATA, batch_size: 4, num_workers: 1}
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """Config, random-weight checkpoint, a 3-class ImageFolder (val: 5 images), the .onnx export.py writes from
-    them (batch 2: the last eval batch and the third image are padded) and a copy without our metadata."""
+    """Config, random-weight checkpoint, a 3-class ImageFolder (val: 5 images), the .onnx and .mindir export.py
+    writes from them (batch 2: the last eval batch and the third image are padded) and an .onnx copy without our
+    metadata."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
 
     d = tmp_path_factory.mktemp("onnx")
@@ -45,6 +47,8 @@ def workdir(tmp_path_factory):
     try:
         export_script.main(["--config", str(d / "cfg.yaml"), "--ckpt", str(d / "w.ckpt"), "--format", "onnx",
                             "--batch-size", "2", "--out", str(d / "model")])
+        export_script.main(["--config", str(d / "cfg.yaml"), "--ckpt", str(d / "w.ckpt"), "--batch-size", "2",
+                            "--out", str(d / "model.mindir")])
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
     model = onnx.load(str(d / "model.onnx"))
@@ -62,7 +66,7 @@ def test_infer_on_the_onnx_file_matches_the_checkpoint(workdir, capsys):
     code, from_ckpt, err = run_script(ROOT / "infer.py", ["--model", d / "w.ckpt", "--config", d / "cfg.yaml",
                                                           *_images(d)], capsys)
     assert code == 0, err
-    # No config: preprocessing and class names (the data's folders at export) come from the file's metadata.
+    # No config: preprocessing and the dataset (whose folders name the classes) come from the file's metadata.
     code, from_onnx, err = run_script(ROOT / "infer.py", ["--model", d / "model.onnx", *_images(d)], capsys)
     assert code == 0, err
     assert from_onnx == from_ckpt and "ant (class 0)" in from_onnx
@@ -79,20 +83,22 @@ def test_a_foreign_onnx_needs_the_config(workdir, capsys):
     assert code == 0 and len(out.splitlines()) == 6, err
 
 
-def test_eval_on_the_onnx_file_matches_the_checkpoint(workdir, capsys, tmp_path):
+@pytest.mark.parametrize("flag, file, name, label", [("--onnx", "model.onnx", "onnx", "ONNX"),  # the old flag
+                                                      ("--model", "model.mindir", "mindir", "MindIR")])
+def test_eval_on_an_exported_file_matches_the_checkpoint(workdir, capsys, tmp_path, flag, file, name, label):
     d = workdir
     reports = {}
-    for kind, model in (("ckpt", ["--ckpt", d / "w.ckpt"]), ("onnx", ["--onnx", d / "model.onnx"])):
+    for kind, model in (("ckpt", ["--ckpt", d / "w.ckpt"]), (name, [flag, d / file])):
         out = tmp_path / f"{kind}.json"
         code, text, err = run_script(ROOT / "eval.py", ["--config", d / "cfg.yaml", *model, "--out", out], capsys)
         assert code == 0, err
         reports[kind] = json.loads(out.read_text())
-    ckpt, onnx_report = reports["ckpt"]["results"]["PPT"], reports["onnx"]["results"]["ONNX"]
-    assert onnx_report["num_images"] == ckpt["num_images"] == 5
-    assert onnx_report["top1"] == ckpt["top1"] and onnx_report["top5"] == ckpt["top5"]
-    assert onnx_report["loss"] == pytest.approx(ckpt["loss"], abs=1e-5)
-    assert onnx_report["macs"] == ckpt["macs"] and onnx_report["ppt_layers"] == []
-    assert reports["onnx"]["onnx"] == str(d / "model.onnx") and "[ONNX] top-1" in text
+    ckpt, exported = reports["ckpt"]["results"]["PPT"], reports[name]["results"][label]
+    assert exported["num_images"] == ckpt["num_images"] == 5
+    assert exported["top1"] == ckpt["top1"] and exported["top5"] == ckpt["top5"]
+    assert exported["loss"] == pytest.approx(ckpt["loss"], abs=1e-5)
+    assert exported["macs"] == ckpt["macs"] and exported["ppt_layers"] == []
+    assert reports[name][name] == str(d / file) and f"[{label}] top-1" in text
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -101,14 +107,14 @@ def test_eval_on_the_onnx_file_matches_the_checkpoint(workdir, capsys, tmp_path)
 ])
 def test_eval_onnx_refuses_weights_flags(workdir, capsys, extra, message):
     d = workdir
-    code, _, err = run_script(ROOT / "eval.py", ["--config", d / "cfg.yaml", "--onnx", d / "model.onnx", *extra],
+    code, _, err = run_script(ROOT / "eval.py", ["--config", d / "cfg.yaml", "--model", d / "model.onnx", *extra],
                               capsys)
-    assert code == 1 and err == [f"eval.py: error: --onnx {d / 'model.onnx'}: {message}"]
+    assert code == 1 and err == [f"eval.py: error: --model {d / 'model.onnx'}: {message}"]
 
 
 @pytest.mark.parametrize("script, argv", [
     ("infer.py", ["--model", "model.onnx", "img.png"]),
-    ("eval.py", ["--config", "cfg.yaml", "--onnx", "model.onnx"]),
+    ("eval.py", ["--config", "cfg.yaml", "--model", "model.onnx"]),
     ("benchmark.py", ["--config", "config/demo.yaml", "--backend", "both"]),
 ])
 def test_missing_onnxruntime_is_one_line_with_the_install_command(workdir, capsys, monkeypatch, script, argv):

@@ -7,9 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import mindspore as ms
 import pytest
 
-import src.export
 from src.cli import ArgumentParser, _os_error_line
 
 from ..conftest import ROOT
@@ -117,7 +117,7 @@ def no_export(monkeypatch):
     """Fail the test if the model would be exported: the target must be checked before."""
     def refuse(*_args, **_kwargs):
         raise AssertionError("mindspore.export was called before the target was checked")
-    monkeypatch.setattr(src.export.ms, "export", refuse)
+    monkeypatch.setattr(ms, "export", refuse)
 
 
 def _unwritable_folder(tmp_path: Path) -> Path:

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from ..run_scripts import run_script
 from ..unit.test_sweep import DEMO_CONFIG, ROOT, TINY
 
 
@@ -40,3 +41,11 @@ def test_visualize_script_end_to_end(tmp_path):
         "visualize.py: error: a checkpoint is required: give --ckpt_file, or --random-weights to look at an "
         "untrained model"]
 
+
+def test_an_exported_file_is_refused_in_one_line(tmp_path, capsys):
+    # The runtime registry tells weights from exported graphs, which return logits but no PP-block decisions.
+    model = tmp_path / "m.onnx"
+    code, out, err = run_script(ROOT / "visualize.py", ["--config", "c.yaml", "--ckpt", model, "--demo", "1"], capsys)
+    assert (code, out) == (1, "")
+    assert err == [f"visualize.py: error: --ckpt_file {model}: an exported ONNX file returns logits only; the PP "
+                   f"blocks' decisions need the model's weights (.ckpt, .pth, .safetensors)"]

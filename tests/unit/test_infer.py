@@ -1,4 +1,4 @@
-"""Inference (src/inference.py): eval preprocessing, class names and where they come from, top-k."""
+"""Inference (src/deploy/inference.py): eval preprocessing, class names and where they come from, top-k."""
 
 import json
 import warnings
@@ -8,17 +8,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from src.checkpoint import save_weights
 from src.class_names import MissingClassNames, imagenet_class_names
 from src.data import create_dataset
-from src.inference import (
+from src.deploy import Preprocess
+from src.deploy.inference import (
     ClassNames,
-    Preprocess,
     find_class_names,
     label_splits,
     load_images,
     resolve_class_names,
     topk_probs,
+    weights_class_names,
 )
+from src.models import create_model
 
 PRE = Preprocess(32, 0.875, "bicubic", (0.5,) * 3, (0.5,) * 3)
 
@@ -97,7 +100,7 @@ def test_sources_that_do_not_fit_the_model_are_errors(tmp_path):
 
 def test_demo_dataset_names_are_its_sorted_folders(tmp_path, monkeypatch):
     root = _dataset(tmp_path / "demo", train=["square", "circle", "ring"])
-    monkeypatch.setattr("src.inference.resolve_data_root", lambda path: root)
+    monkeypatch.setattr("src.deploy.inference.resolve_data_root", lambda path: root)
     assert resolve_class_names(3, replace(PRE, data_path="demo")).names == ("circle", "ring", "square")
 
 
@@ -125,3 +128,22 @@ def test_topk_probs_are_sorted_softmax():
     np.testing.assert_allclose(probs[0], e[[1, 3, 2]] / e.sum(), rtol=1e-12)
     assert topk_probs(logits, 10)[1].shape == (1, 4)
 
+
+def test_an_export_names_its_classes_by_the_weights_or_a_names_file_only(tmp_path):
+    model = create_model("deit_tiny_patch16_224", num_classes=2, img_size=16, patch_size=8, embed_dim=24, depth=1,
+                         num_heads=2)
+    save_weights(model, tmp_path / "plain.ckpt")
+    save_weights(model, tmp_path / "named.ckpt", meta={"class_names": ["ant", "bee"]})
+    same, other = tmp_path / "same.txt", tmp_path / "other.txt"
+    same.write_text("ant\nbee\n")
+    other.write_text("bee\nant\n")
+    assert weights_class_names(2, tmp_path / "plain.ckpt") is None  # no dataset is looked at
+    assert weights_class_names(2, tmp_path / "named.ckpt") == ClassNames(("ant", "bee"),
+                                                                         f"the metadata of {tmp_path / 'named.ckpt'}")
+    assert weights_class_names(2, tmp_path / "named.ckpt", same) == ClassNames(("ant", "bee"), str(same))
+    assert weights_class_names(2, tmp_path / "plain.ckpt", other).names == ("bee", "ant")
+    with pytest.raises(ValueError, match=r"other.txt: the class names differ from those stored in .*named.ckpt "
+                                         r"\(class 0 is 'bee' vs 'ant'\); expected the same names in the same order$"):
+        weights_class_names(2, tmp_path / "named.ckpt", other)
+    with pytest.raises(ValueError, match=r"named.ckpt: stored class names: 2 class names, but the model has 3"):
+        weights_class_names(3, tmp_path / "named.ckpt")

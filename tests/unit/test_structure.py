@@ -16,8 +16,8 @@ LAYERS = {
     "fileio": 2, "mslog": 2, "schema": 2, "config": 2, "torch_pickle": 2, "checkpoint": 2, "data": 2,
     "flops": 2, "timing": 2, "resources": 2, "class_names": 2,
     "factory": 3,
-    "train": 4, "evaluate": 4, "export": 4, "inference": 4, "benchmark": 4, "sweep": 4, "budget": 4,
-    "visualize": 4, "calibrate": 4, "zoo": 4, "onnx_graph": 4, "onnx_runtime": 4,
+    "train": 4, "evaluate": 4, "deploy": 4, "benchmark": 4, "sweep": 4, "budget": 4,
+    "visualize": 4, "calibrate": 4, "zoo": 4,
     "cli": 5,
 }
 MAX_FUNCTION_LINES = 60

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.inference import Preprocess
+from src.deploy import Preprocess
 from src.models import create_model
 from src.visualize import (
     MIN_PANEL,

@@ -1,8 +1,8 @@
 """Rewrite MindSpore's ONNX export of a (PPT-)DeiT into a graph that onnxruntime can fuse.
 
 MindSpore 2.10 writes an opset-11 graph in which exact GELU is the erf-free Abramowitz-Stegun polynomial of
-:class:`src.export.ErfFreeGELU` (~25 elementwise nodes, among them a ``Where`` over the whole MLP activation)
-and every LayerNorm is spelt out as ``ReduceMean, Sub, ReduceSumSquare, Div, Add, Sqrt, Div, Mul, Add``.
+:class:`src.deploy.onnx_runtime.ErfFreeGELU` (~25 elementwise nodes, among them a ``Where`` over the whole MLP
+activation) and every LayerNorm is spelt out as ``ReduceMean, Sub, ReduceSumSquare, Div, Add, Sqrt, Div, Mul, Add``.
 onnxruntime recognises neither, so it runs them node by node. :func:`rewrite_for_onnxruntime`:
 
 1. converts the graph to opset 17 (``onnx.version_converter``), the first opset with ``LayerNormalization``;
@@ -33,17 +33,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GraphRewriteError", "RewriteReport", "TARGET_OPSET", "PREPROCESS_KEY", "REWRITE_KEY",
+from ..mslog import first_line
+from .meta import PREPROCESS_KEY
+
+__all__ = ["GraphRewriteError", "RewriteReport", "TARGET_OPSET", "REWRITE_KEY", "ERFC_P", "ERFC_COEFFS", "INV_SQRT2",
            "expected_patterns", "rewrite_for_onnxruntime", "set_metadata", "finish_onnx_file"]
 
 TARGET_OPSET = 17  # LayerNormalization is an ONNX operator from opset 17 on
-PREPROCESS_KEY = "ppt_preprocess"  # metadata_props key of the JSON data settings (as the MindIR's user_info)
 REWRITE_KEY = "ppt_onnx_rewrite"  # metadata_props key of the JSON rewrite report
 
-# ErfFreeGELU: erfc(z) ~= t * P(t) * exp(-z^2), t = 1 / (1 + p z); P's coefficients, outermost first.
-_AS_P = 0.3275911
-_AS_COEFFS = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
-_INV_SQRT2 = 0.7071067811865476
+# Abramowitz & Stegun 7.1.26, as ErfFreeGELU computes it and the rewrite recognises it:
+# erfc(z) ~= t * P(t) * exp(-z^2), t = 1 / (1 + p z); P's coefficients, outermost first.
+ERFC_P = 0.3275911
+ERFC_COEFFS = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+INV_SQRT2 = 0.7071067811865476
 
 
 class GraphRewriteError(ValueError):
@@ -144,7 +147,7 @@ def rewrite_for_onnxruntime(model: Any, *, expect_gelu: int | None = None, expec
             model = version_converter.convert_version(model, opset)
         except Exception as e:  # the converter raises plain RuntimeError/ValueError subclasses of its own
             raise GraphRewriteError(f"ONNX rewrite: cannot convert opset {opset_before} to {opset}: "
-                                    f"{_first_line(e)}") from None
+                                    f"{first_line(e)}") from None
     model = onnx.shape_inference.infer_shapes(model)
     graph = _Graph(model)
 
@@ -162,7 +165,7 @@ def rewrite_for_onnxruntime(model: Any, *, expect_gelu: int | None = None, expec
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # onnx.checker.ValidationError and friends
-        raise GraphRewriteError(f"ONNX rewrite: the rewritten graph is not valid ONNX: {_first_line(e)}") from None
+        raise GraphRewriteError(f"ONNX rewrite: the rewritten graph is not valid ONNX: {first_line(e)}") from None
     report = RewriteReport(opset_before, _default_opset(model), len(gelus), len(norms), casts, nodes_before,
                            len(model.graph.node))
     return model, report
@@ -365,8 +368,8 @@ def _match_gelu(graph: _Graph, exp: Any) -> dict[str, Any]:
     z = sq.input[1 - neg_side[0]]
     z_node = graph.op(z, "Mul", "z")
     abs_name, c = graph.split_const(z_node, "z")
-    if not _close(c, _INV_SQRT2):
-        raise _NoMatch(f"z should be |x| * {_INV_SQRT2:.7g}, is |x| * {c:.7g}")
+    if not _close(c, INV_SQRT2):
+        raise _NoMatch(f"z should be |x| * {INV_SQRT2:.7g}, is |x| * {c:.7g}")
     x = graph.op(abs_name, "Abs", "z's input").input[0]
 
     # t = 1 / (1 + p z)
@@ -386,7 +389,7 @@ def _match_gelu(graph: _Graph, exp: Any) -> dict[str, Any]:
     if half_x is None:
         raise _NoMatch("half_tail should be (x * 0.5) * poly * exp")
     t, coeffs = _horner(graph, poly)
-    if len(coeffs) != len(_AS_COEFFS) or not all(_close(a, b) for a, b in zip(coeffs, _AS_COEFFS)):
+    if len(coeffs) != len(ERFC_COEFFS) or not all(_close(a, b) for a, b in zip(coeffs, ERFC_COEFFS)):
         raise _NoMatch(f"polynomial coefficients {coeffs} are not Abramowitz-Stegun 7.1.26's")
     div = graph.op(t, "Div", "t")
     if graph.scalar(div.input[0]) != 1.0:
@@ -395,7 +398,7 @@ def _match_gelu(graph: _Graph, exp: Any) -> dict[str, Any]:
     pz_name, one = graph.split_const(denom, "t's denominator")
     pz = graph.op(pz_name, "Mul", "p z")
     z2, p = graph.split_const(pz, "p z")
-    if z2 != z or one != 1.0 or not _close(p, _AS_P):
+    if z2 != z or one != 1.0 or not _close(p, ERFC_P):
         raise _NoMatch("t should be 1 / (1 + 0.3275911 z) of the same z")
 
     # out = Where(x >= 0, x - half_tail, half_tail)
@@ -421,7 +424,7 @@ def _horner(graph: _Graph, poly: str) -> tuple[str, list[float]]:
     t = node.input[k]
     coeffs: list[float] = []
     rest = node.input[1 - k]
-    for _ in range(len(_AS_COEFFS)):
+    for _ in range(len(ERFC_COEFFS)):
         value = graph.scalar(rest)
         if value is not None:  # innermost: t * a_n
             coeffs.append(value)
@@ -520,8 +523,4 @@ def _layernorm_node(m: dict[str, Any]) -> Any:
 
 def _default_opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def _first_line(e: BaseException) -> str:
-    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
 

@@ -1,5 +1,5 @@
-"""Classify image files with a checkpoint (through the model Cell), an exported MindIR or an exported ONNX file
-(onnxruntime, :class:`src.onnx_runtime.OnnxPredictor`).
+"""Classify image files with any model file a runtime opens (:mod:`src.deploy.runtime`: weights through the model
+Cell, an exported MindIR, an exported ONNX file run by onnxruntime, ...).
 
 Images are preprocessed exactly as in evaluation (``src.data.transforms.eval_transforms``), batched to the
 predictor's batch size (the last chunk padded with copies of its first image, whose outputs are dropped)
@@ -20,13 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn
 
-from .checkpoint import read_class_names
-from .class_names import (
-    CLASS_NAMES_KEY,
+from ..checkpoint import read_class_names
+from ..class_names import (
     IMAGENET_NUM_CLASSES,
     MissingClassNames,
     check_class_names,
@@ -34,50 +31,15 @@ from .class_names import (
     imagenet_class_names,
     load_class_names,
 )
-from .config import SCHEMA, configured_spec
-from .data import class_folders, load_rgb, resolve_data_root
-from .data.transforms import eval_transforms
-from .export import read_mindir_meta
-from .onnx_runtime import OnnxPredictor
+from ..config import SCHEMA, configured_spec
+from ..data import class_folders, load_rgb, resolve_data_root
+from ..data.transforms import eval_transforms
+from .meta import Preprocess
+from .runtime import Predictor, check_config_model, runtime_for
 
-__all__ = ["Preprocess", "preprocess_from_config", "load_images", "ClassNames", "label_splits",
-           "find_class_names", "resolve_class_names", "CellPredictor", "MindIRPredictor", "predict",
-           "topk_probs", "WEIGHT_SUFFIXES", "EXPORTED_SUFFIXES", "MissingSettings", "open_model", "classify"]
-
-_PREPROCESS_KEYS = ("img_size", "crop_pct", "interpolation", "mean", "std")
-
-
-def _stored_names(info: Mapping[str, Any], source: str) -> tuple[str, ...] | None:
-    names = info.get(CLASS_NAMES_KEY)
-    return None if names is None else tuple(check_class_names(names, f"{source}: stored '{CLASS_NAMES_KEY}'"))
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Eval preprocessing of one model, plus what names its classes: the names stored with the model, and the
-    dataset path (``demo`` or a folder) whose class folders gave its labels."""
-    img_size: int
-    crop_pct: float
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    data_path: str | None = None
-    class_names: tuple[str, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (the ``data_info`` stored in exported MindIR and ONNX files)."""
-        return {"img_size": self.img_size, "crop_pct": self.crop_pct, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std), "data_path": self.data_path,
-                CLASS_NAMES_KEY: None if self.class_names is None else list(self.class_names)}
-
-    @classmethod
-    def from_dict(cls, info: Mapping[str, Any], source: str) -> "Preprocess":
-        missing = [k for k in _PREPROCESS_KEYS if k not in info]
-        if missing:
-            raise ValueError(f"{source}: preprocessing settings lack {', '.join(missing)}")
-        return cls(int(info["img_size"]), float(info["crop_pct"]), str(info["interpolation"]),
-                   tuple(float(v) for v in info["mean"]), tuple(float(v) for v in info["std"]),
-                   info.get("data_path"), _stored_names(info, source))
+__all__ = ["preprocess_from_config", "load_images", "ClassNames", "label_splits", "find_class_names",
+           "resolve_class_names", "weights_class_names", "predict", "topk_probs", "MissingSettings", "open_model",
+           "classify"]
 
 
 def preprocess_from_config(cfg: Mapping[str, Any], weights: str | os.PathLike | None = None) -> Preprocess:
@@ -156,6 +118,24 @@ def find_class_names(num_classes: int, pre: Preprocess, names_file: str | os.Pat
     return found
 
 
+def weights_class_names(num_classes: int, weights: str | os.PathLike,
+                        names_file: str | os.PathLike | None = None) -> ClassNames | None:
+    """The names an export stores: ``names_file`` (one per line, as convert.py reads it) or those stored in
+    ``weights``, or None when neither names them -- never a dataset's folders, which may not be the ones the
+    weights were trained on. Either must have ``num_classes`` names; a names file that disagrees with the stored
+    names is refused (one line naming both files), since one of them would mislabel the exported model."""
+    stored = read_class_names(weights)
+    if stored is not None:
+        stored = check_class_names(stored, f"{weights}: stored class names", num_classes)
+    if names_file is None:
+        return None if stored is None else ClassNames(tuple(stored), f"the metadata of {weights}")
+    given = load_class_names(names_file, num_classes)
+    if stored is not None and stored != given:
+        raise ValueError(f"{names_file}: the class names differ from those stored in {weights} "
+                         f"({describe_difference(given, stored)}); expected the same names in the same order")
+    return ClassNames(tuple(given), str(names_file))
+
+
 def resolve_class_names(num_classes: int, pre: Preprocess, names_file: str | os.PathLike | None = None, *,
                         model: str = "the model", splits: Sequence[str] | None = None) -> ClassNames:
     """:func:`find_class_names`, or :class:`~src.class_names.MissingClassNames` when no source has them."""
@@ -166,45 +146,6 @@ def resolve_class_names(num_classes: int, pre: Preprocess, names_file: str | os.
         raise MissingClassNames(f"{model}: nothing names its {num_classes} classes: it stores no class names, "
                                 f"{dataset}, and it is not an ImageNet-1k model ({IMAGENET_NUM_CLASSES} classes)")
     return found
-
-
-class CellPredictor:
-    """Runs a model Cell on fixed-size batches (one graph compile)."""
-
-    def __init__(self, model: nn.Cell, batch_size: int):
-        model.set_train(False)
-        self.model = model
-        self.batch_size = batch_size
-        self.input_shape = (batch_size, model.in_chans, model.img_size, model.img_size)
-        self.num_classes = model.num_classes
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        _check_batch(batch, self.input_shape, "the model")
-        return self.model(Tensor(batch)).asnumpy()
-
-
-class MindIRPredictor:
-    """Runs an exported MindIR; its batch size and image size are fixed by the graph's input shape."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        meta = read_mindir_meta(self.path)
-        self.input_shape = meta.input_shape
-        self.batch_size = meta.input_shape[0]
-        self.num_classes = meta.output_shape[1]
-        self.info = meta.info  # the data settings stored at export, or None
-        self.graph = nn.GraphCell(ms.load(str(self.path)))
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        _check_batch(batch, self.input_shape, str(self.path))
-        return self.graph(Tensor(batch)).asnumpy()
-
-
-def _check_batch(batch: np.ndarray, shape: tuple[int, ...], what: str) -> None:
-    """The graph was compiled for one shape: anything else is a clear error instead of a MindSpore trace."""
-    if tuple(batch.shape) != shape or batch.dtype != np.float32:
-        raise ValueError(f"{what} takes float32 input {list(shape)} (batch {shape[0]}, {shape[2]}x{shape[3]} "
-                         f"px), got {batch.dtype} {list(batch.shape)}")
 
 
 def predict(predictor: Any, images: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
@@ -236,48 +177,29 @@ def topk_probs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(probs, idx, axis=-1), idx
 
 
-WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
-EXPORTED_SUFFIXES = (".mindir", ".onnx")  # files that fix their own shapes and may carry their settings
-Predictor = CellPredictor | MindIRPredictor | OnnxPredictor
-
-
 class MissingSettings(ValueError):
     """An exported file without stored preprocessing settings (not written by export.py) and no config."""
 
 
 def open_model(model_path: str | os.PathLike, cfg: Mapping[str, Any] | None = None,
                batch_size: int = 1) -> tuple[Predictor, Preprocess]:
-    """A predictor for ``model_path`` and the preprocessing its inputs need.
+    """A predictor for ``model_path`` (opened by the runtime of its suffix) and the preprocessing its inputs need.
 
     Weights (``.ckpt``, ``.pth``, ``.safetensors``) need ``cfg`` to build the model and run in batches of
-    ``batch_size``. An exported ``.mindir`` or ``.onnx`` (run by onnxruntime) fixes its own batch and image
-    size; its preprocessing is ``cfg``'s (which must describe the exported model) or else the settings stored
-    in it by ``export.py`` (:class:`MissingSettings` for a file without them). Either way the returned
+    ``batch_size``. An exported file (``.mindir``, ``.onnx``) fixes its own batch and image size; its
+    preprocessing is ``cfg``'s (which must describe the exported model) or else the settings stored in it by
+    ``export.py`` (:class:`MissingSettings` for a file without them). Either way the returned
     :class:`Preprocess` holds the class names the file stores (None if it stores none).
     """
-    from .factory import build_model  # the model zoo only for weights
-
-    path = Path(model_path)
-    suffix = path.suffix.lower()
-    if suffix not in EXPORTED_SUFFIXES:
-        if suffix not in WEIGHT_SUFFIXES:
-            raise ValueError(f"{path}: expected a {' or '.join(EXPORTED_SUFFIXES)} file or weights "
-                             f"({', '.join(WEIGHT_SUFFIXES)})")
-        if cfg is None:
-            raise ValueError(f"{path}: building the model of a checkpoint needs its config")
-        return CellPredictor(build_model(cfg, str(path)), batch_size), preprocess_from_config(cfg, path)
-    predictor = MindIRPredictor(path) if suffix == ".mindir" else OnnxPredictor(path)
+    predictor = runtime_for(model_path).open(model_path, cfg=cfg, batch_size=batch_size)
     if cfg is None:
-        if predictor.info is None:
-            raise MissingSettings(f"{path}: the file stores no preprocessing settings (not written by export.py), "
-                                  f"so the config of the exported model must give them")
-        return predictor, Preprocess.from_dict(predictor.info, str(path))
-    stored = _stored_names(predictor.info, str(path)) if predictor.info is not None else None
-    pre = replace(preprocess_from_config(cfg), class_names=stored)
-    if pre.img_size != predictor.input_shape[2] or cfg["model"]["num_classes"] != predictor.num_classes:
-        raise ValueError(f"the config's model ({pre.img_size} px, {cfg['model']['num_classes']} classes) is not the "
-                         f"one exported to {path} ({predictor.input_shape[2]} px, {predictor.num_classes} classes)")
-    return predictor, pre
+        pre = predictor.preprocess
+        if pre is None:
+            raise MissingSettings(f"{model_path}: the file stores no preprocessing settings (not written by "
+                                  f"export.py), so the config of the exported model must give them")
+        return predictor, pre
+    check_config_model(cfg, predictor)
+    return predictor, replace(preprocess_from_config(cfg), class_names=predictor.class_names)
 
 
 def classify(paths: Sequence[str | os.PathLike], predictor: Predictor, pre: Preprocess, names: Sequence[str],
