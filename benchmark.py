@@ -11,16 +11,16 @@ JSON to --out (default: outputs/bench_<config name>.json).
     python benchmark.py --config config/demo.yaml --sweep 4 8 16 --sweep-data demo --ckpt_file best.ckpt
 
 With --sweep, it measures the accuracy / MACs / throughput trade-off over r values (and optionally PP layer sets
-and thresholds) instead, writing CSV, JSON and a PNG plot (see src/sweep.py).
+and thresholds) instead, writing CSV, JSON and a PNG plot (see src/analysis/sweep.py).
 """
 import argparse
 from pathlib import Path
 
-from src.benchmark import BACKENDS, benchmark, format_benchmark
+from src.analysis.benchmark import BACKENDS, benchmark, format_benchmark
+from src.analysis.sweep import format_sweep, run_sweep
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context, write_report
 from src.config import model_kwargs
 from src.deploy.onnx_runtime import require_onnxruntime
-from src.sweep import format_sweep, run_sweep
 
 
 def _layer_set(text: str) -> list[int]:

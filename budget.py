@@ -5,11 +5,11 @@
     python budget.py --config config/demo.yaml --target 0.6 --data demo --ckpt W.ckpt --max-images 256
 
 --target is a fraction of the baseline DeiT's MACs (0.7) or absolute MACs per image (3.0G, 2950M). The
-schedule is chosen analytically (criterion: src/budget.py); with --data the analytic choice and two ramps
+schedule is chosen analytically (criterion: src/analysis/budget.py); with --data the analytic choice and two ramps
 meeting the same target are also evaluated on (a subset of) the dataset and the best top-1 wins. Prints the
 `ppt:` block ready to paste into a config.
 """
-from src.budget import choose_schedule
+from src.analysis.budget import choose_schedule
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context
 from src.token_reduction import get_policy
 

@@ -8,10 +8,10 @@
 --data is an ImageNet-layout dataset (its --split folder is used), a split folder, or any folder of images
 (searched recursively; labels are not needed: class folders matching the model's classes add top-1). Every
 candidate threshold is scored by its agreement with the same weights without token reduction (top-1
-agreement, then KL; see src/calibrate.py). Prints the table, the chosen threshold and the `ppt:` block ready
+agreement, then KL; see src/analysis/calibrate.py). Prints the table, the chosen threshold and the `ppt:` block ready
 to paste; writes every row as JSON to --out (default: outputs/calibrate_<config name>.json).
 """
-from src.calibrate import calibrate, format_calibration
+from src.analysis.calibrate import calibrate, format_calibration
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context, write_report
 
 

@@ -11,8 +11,8 @@ for 1000 classes. Errors are one line with exit code 1 (PPT_DEBUG=1 shows the tr
 """
 from collections.abc import Sequence
 
-from src.checkpoint import convert_checkpoint
 from src.cli import ArgumentParser, run
+from src.io.checkpoint import convert_checkpoint
 
 _ARCH_FLAGS = {"img_size": int, "patch_size": int, "embed_dim": int, "depth": int, "num_heads": int,
                "mlp_ratio": float}

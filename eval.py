@@ -23,7 +23,7 @@ from src.cli import (
     write_report,
 )
 from src.deploy import runtime_for
-from src.evaluate import evaluate_checkpoint, evaluate_exported, format_report, plot_confusion
+from src.evaluation import evaluate_checkpoint, evaluate_exported, format_report, plot_confusion
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ the model's dataset (data.path) if it is here, ImageNet-1k's for 1000 classes.
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.class_names import MissingClassNames
 from src.cli import ArgumentParser, UsageError, add_common_args, flag_fixes, load_args_config, run, setup_context
 from src.deploy import runtime_for
 from src.deploy.inference import MissingSettings, classify, label_splits, open_model, resolve_class_names
+from src.io.class_names import MissingClassNames
 
 
 def main(argv: Sequence[str] | None = None) -> None:

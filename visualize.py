@@ -4,19 +4,19 @@
     python visualize.py --config config/deit_small_patch16_224.yaml --ckpt W.pth cat.jpg photos/ --out vis/
 
 Writes ``<out>/<image>_block<i>.png`` per PP block and ``<out>/<image>_grid.png`` per image (see
-``src/visualize.py``). A checkpoint is required unless ``--random-weights`` is given. The predicted class is
+``src/analysis/visualize.py``). A checkpoint is required unless ``--random-weights`` is given. The predicted class is
 named as infer.py names it (--class_names FILE, the names stored in the checkpoint, data.path's class folders,
 ImageNet-1k's).
 """
 from pathlib import Path
 
-from src.class_names import MissingClassNames
+from src.analysis.visualize import demo_images, describe_weights, visualize_images
 from src.cli import ArgumentParser, UsageError, add_common_args, flag_fixes, load_args_config, run, setup_context
-from src.data import resolve_data_root
+from src.data import collect_images, resolve_data_root
 from src.deploy import runtime_for
 from src.deploy.inference import label_splits, preprocess_from_config, resolve_class_names
 from src.factory import build_model
-from src.visualize import collect_images, demo_images, describe_weights, visualize_images
+from src.io.class_names import MissingClassNames
 
 
 def main() -> None:

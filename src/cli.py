@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import mindspore as ms
 
 from .config import load_config
-from .fileio import write_json_atomic
+from .io.fileio import write_json_atomic
 from .mslog import held_mindspore_logs
 
 DEVICES = ("Ascend", "GPU", "CPU")

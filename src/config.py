@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from .data import INTERPOLATIONS
-from .fileio import PathLike, write_text_atomic
+from .io.fileio import PathLike, write_text_atomic
 from .models import ARCH_OVERRIDES, ViTSpec, list_models, model_spec
 from .schema import (
     REQUIRED,

@@ -4,9 +4,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_weights
 from .config import configured_spec, model_kwargs
 from .data import DatasetInfo, create_dataset, resolve_data_root
+from .io.checkpoint import load_weights
 from .models import VisionTransformer, create_model
 
 __all__ = ["build_model", "dataset_from_config"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from .fileio import PathLike
+from .io.fileio import PathLike
 
 __all__ = ["ConfigError", "KeyProblem", "Check", "Key", "REQUIRED", "BASE", "Schema", "an_int", "a_float",
            "a_bool", "a_str", "int_or_int_list", "ascending_int_list", "float_list", "show", "hint"]

@@ -42,7 +42,7 @@ def make_mini(ppt=None, name="deit_tiny_patch16_224", weights=True, weights_file
               **overrides):
     """The golden architecture, with the golden weights (``weights_file`` in tests/fixtures) loaded
     (strictly) unless ``weights`` is False."""
-    from src.checkpoint import load_weights
+    from src.io.checkpoint import load_weights
     from src.models import create_model
 
     arch = dict(MINI_ARCH, **overrides)

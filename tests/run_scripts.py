@@ -8,10 +8,10 @@ from pathlib import Path
 import mindspore as ms
 import pytest
 
-from src.checkpoint import save_weights
 from src.cli import run
 from src.config import load_config
 from src.factory import build_model
+from src.io.checkpoint import save_weights
 
 TINY_CONFIG = """
 model: {name: deit_tiny_patch16_224, num_classes: 3, img_size: 32, patch_size: 8, embed_dim: 48, depth: 3,

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "FolderScan", "class_folders", "scan_image_folder", "check_num_classes", "load_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "FolderScan", "class_folders", "scan_image_folder", "check_num_classes", "load_rgb",
+           "collect_images"]
 
 # Matched case-insensitively against the file suffix.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -134,3 +135,29 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
                              f"to 8-bit RGB; convert the image to 8-bit RGB first")
         # convert() forces the full decode, so truncated files fail here rather than later.
         return np.asarray(img.convert("RGB"))
+
+
+def collect_images(inputs: Sequence[os.PathLike]) -> list[Path]:
+    """Image files named by ``inputs``: files as given, folders searched recursively (sorted).
+
+    Raises FileNotFoundError for a missing path, ValueError for a folder without images or a file given twice.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not images:
+                raise ValueError(f"{path}: no image files in this folder (extensions {' '.join(IMAGE_EXTENSIONS)})")
+            found.extend(images)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such image file or folder")
+    seen = set()
+    for path in found:
+        key = path.resolve()
+        if key in seen:
+            raise ValueError(f"{path}: image given more than once")
+        seen.add(key)
+    return found

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from mindspore import Tensor, nn
 
-from ..checkpoint import load_state_dict, load_weights, read_class_names, save_weights
-from ..class_names import CLASS_NAMES_KEY
 from ..factory import build_model
+from ..io.checkpoint import load_state_dict, load_weights, read_class_names, save_weights
+from ..io.class_names import CLASS_NAMES_KEY
 from .meta import ExportedMeta
 from .runtime import Predictor, Runtime
 

@@ -10,8 +10,8 @@ exactly ``num_classes`` lines; if the model file stores other names, a warning s
 names stored in the model file (a checkpoint's metadata, or the ``data_info`` of an exported MindIR or ONNX
 file: :attr:`Preprocess.class_names`); the sorted class folders of the model's dataset (``data.path``: its
 training split, else its validation split) when that folder is on this machine (``demo`` is generated on
-first use); the ImageNet-1k names (``src/resources/imagenet_classes.txt``) for 1000 classes. Otherwise it is
-an error (:class:`~src.class_names.MissingClassNames`): bare indices are easy to misread.
+first use); the ImageNet-1k names (``src/io/resources/imagenet_classes.txt``) for 1000 classes. Otherwise it is
+an error (:class:`~src.io.class_names.MissingClassNames`): bare indices are easy to misread.
 """
 import os
 import warnings
@@ -22,8 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import read_class_names
-from ..class_names import (
+from ..config import SCHEMA, configured_spec
+from ..data import class_folders, load_rgb, resolve_data_root
+from ..data.transforms import eval_transforms
+from ..io.checkpoint import read_class_names
+from ..io.class_names import (
     IMAGENET_NUM_CLASSES,
     MissingClassNames,
     check_class_names,
@@ -31,9 +34,6 @@ from ..class_names import (
     imagenet_class_names,
     load_class_names,
 )
-from ..config import SCHEMA, configured_spec
-from ..data import class_folders, load_rgb, resolve_data_root
-from ..data.transforms import eval_transforms
 from .meta import Preprocess
 from .runtime import Predictor, check_config_model, runtime_for
 
@@ -138,7 +138,7 @@ def weights_class_names(num_classes: int, weights: str | os.PathLike,
 
 def resolve_class_names(num_classes: int, pre: Preprocess, names_file: str | os.PathLike | None = None, *,
                         model: str = "the model", splits: Sequence[str] | None = None) -> ClassNames:
-    """:func:`find_class_names`, or :class:`~src.class_names.MissingClassNames` when no source has them."""
+    """:func:`find_class_names`, or :class:`~src.io.class_names.MissingClassNames` when no source has them."""
     found = find_class_names(num_classes, pre, names_file, model=model, splits=splits)
     if found is None:
         dataset = (f"its dataset {pre.data_path} has no class folders on this machine" if pre.data_path

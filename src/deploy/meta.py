@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..class_names import CLASS_NAMES_KEY, check_class_names
+from ..io.class_names import CLASS_NAMES_KEY, check_class_names
 
 __all__ = ["PREPROCESS_KEY", "Preprocess", "ExportedMeta", "exported_meta", "stored_class_names", "check_batch"]
 

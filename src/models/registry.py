@@ -98,7 +98,7 @@ def create_model(name: str, num_classes: int = 1000, ppt: None | PPTSetting | Ma
 
     ``ppt``: None (no reduction), a :class:`PPTSetting`, or a dict with its keys (``r``, ``layers``, and
     ``threshold``, ``prop_attn``, ``policy``). ``overrides`` change the architecture (the fields of
-    ``src.models.ARCH_OVERRIDES``). Weights are randomly initialised; see ``src.checkpoint``.
+    ``src.models.ARCH_OVERRIDES``). Weights are randomly initialised; see ``src.io.checkpoint``.
     """
     spec = model_spec(name).replace(**overrides)
     return model_class(name)(spec, num_classes=num_classes, ppt=ppt, drop_path_rate=drop_path_rate)

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from ..checkpoint import CheckpointMismatchError, load_state_dict, read_state_dict
 from ..config import SELF_TEACHER, configured_spec, load_config
 from ..factory import build_model
+from ..io.checkpoint import CheckpointMismatchError, load_state_dict, read_state_dict
 from ..models import VisionTransformer
 from .loss import DistillationLoss
 

@@ -21,12 +21,12 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from ..checkpoint import load_state_dict, read_state_dict, save_weights
-from ..class_names import CLASS_NAMES_KEY
 from ..config import SELF_TEACHER, save_config
-from ..evaluate import evaluate
+from ..evaluation import evaluate
 from ..factory import build_model, dataset_from_config
-from ..fileio import write_text_atomic
+from ..io.checkpoint import load_state_dict, read_state_dict, save_weights
+from ..io.class_names import CLASS_NAMES_KEY
+from ..io.fileio import write_text_atomic
 from ..models import PPTStats, VisionTransformer
 from .distill import DistillationNet, Teacher, TrainHeads, build_teacher, describe_teacher
 from .ema import ModelEMA

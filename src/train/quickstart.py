@@ -3,7 +3,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..evaluate import evaluate, format_comparison
+from ..evaluation import evaluate, format_comparison
 from ..factory import build_model
 from .engine import val_dataset
 

@@ -6,7 +6,7 @@ Per epoch ``N`` the output folder receives (each file written to a temporary nam
   loss-scale state -- plus ``meta.train_state``, a JSON string with the epoch, global step, best top-1 so
   far, the seed, the resolved config, the class names (the training split's sorted class folders) and,
   when distilling, what identifies the teacher (not its weights). Resuming reads this file.
-* ``epoch_N.ckpt``: the model weights alone (``src.checkpoint.save_weights``) with the class names:
+* ``epoch_N.ckpt``: the model weights alone (``src.io.checkpoint.save_weights``) with the class names:
   ``eval.py --ckpt`` reads it.
 * ``epoch_N.ema.ckpt``: the EMA weights under the model's own names (when ``train.ema`` is on).
 * ``best.ckpt`` / ``best_ema.ckpt``: copies of the weights with the best validation top-1 so far.
@@ -24,9 +24,9 @@ from typing import Any
 import mindspore as ms
 from mindspore import nn
 
-from ..class_names import CLASS_NAMES_KEY, describe_difference
 from ..config import SCHEMA
-from ..fileio import PathLike, atomic_path
+from ..io.class_names import CLASS_NAMES_KEY, describe_difference
+from ..io.fileio import PathLike, atomic_path
 from ..mslog import first_line
 from .distill import TEACHER_PREFIX
 

@@ -88,7 +88,7 @@ def test_benchmark_script_times_onnxruntime_and_mindspore_in_one_run(tmp_path):
 
 
 def test_benchmark_script_runs_the_sweep(tmp_path):
-    """benchmark.py --sweep hands over to src.sweep: CSV, JSON and PNG with the baseline and each r."""
+    """benchmark.py --sweep hands over to src.analysis.sweep: CSV, JSON and PNG with the baseline and each r."""
     prefix = tmp_path / "sweep"
     proc = subprocess.run(
         [sys.executable, "benchmark.py", "--config", "config/demo.yaml", "--set", "model.img_size=32",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.checkpoint import (
+from src.io.checkpoint import (
     read_checkpoint_meta,
     read_state_dict,
 )

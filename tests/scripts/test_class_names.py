@@ -4,7 +4,7 @@ without a names file and after the dataset has gone."""
 import numpy as np
 from PIL import Image
 
-from src.checkpoint import read_class_names
+from src.io.checkpoint import read_class_names
 
 from ..conftest import ROOT
 from ..run_scripts import run_script

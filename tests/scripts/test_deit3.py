@@ -10,8 +10,8 @@ import pytest
 import yaml
 from safetensors.numpy import save_file
 
-from src.checkpoint import read_state_dict
 from src.flops import count_macs_spec
+from src.io.checkpoint import read_state_dict
 from src.models import create_model
 from src.token_reduction import PPTSetting
 

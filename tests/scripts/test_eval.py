@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.checkpoint import load_weights, save_weights
+from src.io.checkpoint import load_weights, save_weights
 from src.models import create_model
 
 from ..conftest import ROOT
-from ..unit.test_eval import ARCH, PPT  # noqa: F401 (fixtures, helpers)
+from ..unit.test_evaluation import ARCH, PPT  # noqa: F401 (fixtures, helpers)
 
 CLASSES = ("ant", "bee", "cat")
 

@@ -3,10 +3,10 @@ names export without a dataset (even with data.path: demo and another class coun
 do not fit are refused in one line before anything is written."""
 import pytest
 
-from src.checkpoint import save_weights
 from src.config import load_config
 from src.deploy.mindir import read_mindir_meta
 from src.factory import build_model
+from src.io.checkpoint import save_weights
 
 from ..conftest import ROOT
 from ..run_scripts import TINY_CONFIG, run_script

@@ -7,9 +7,9 @@ from PIL import Image
 
 import export as export_script
 import infer as infer_script
-from src.checkpoint import save_weights
 from src.config import load_config
 from src.factory import build_model
+from src.io.checkpoint import save_weights
 
 from ..conftest import ROOT
 from ..run_scripts import run_script

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from src import torch_pickle
+from src.io import torch_pickle
 
 from ..conftest import ROOT
 from ..run_scripts import TINY_CONFIG, run_script

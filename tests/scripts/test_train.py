@@ -38,7 +38,7 @@ def _with_self_distillation(config, start):
     """Soft distillation from the self teacher, starting from random no-PPT weights saved to ``start``."""
     import yaml
 
-    from src.checkpoint import save_weights
+    from src.io.checkpoint import save_weights
     from src.models import create_model
 
     doc = yaml.safe_load(config.read_text())

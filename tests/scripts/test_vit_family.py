@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from src.checkpoint import read_checkpoint_meta, read_state_dict, save_weights
+from src.io.checkpoint import read_checkpoint_meta, read_state_dict, save_weights
 from src.models import create_model
 
 from ..conftest import ROOT

@@ -1,4 +1,5 @@
-"""src.benchmark on a tiny PPT model: the keep_first policy as the timing baseline, argument errors, fixed threads."""
+"""src.analysis.benchmark on a tiny PPT model: the keep_first policy as the timing baseline, argument errors,
+fixed threads."""
 import subprocess
 import sys
 
@@ -6,7 +7,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.benchmark import benchmark
+from src.analysis.benchmark import benchmark
 from src.models import create_model
 
 from ..conftest import ROOT
@@ -59,7 +60,7 @@ def test_benchmark_rejects_bad_arguments(kwargs, message):
 def test_every_timed_call_follows_a_settling_pause(monkeypatch):
     """Each timed call starts after SETTLE_SECONDS of idle time (the previous model's spinning threads would
     otherwise slow it), and the pause is outside the timed span."""
-    from src import benchmark as bench
+    from src.analysis import benchmark as bench
 
     events = []
     monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("sleep", s)))

@@ -1,10 +1,10 @@
-"""Budget search (src/budget.py): targets met, the criterion, clear failures, a pasteable ppt: block."""
+"""Budget search (src/analysis/budget.py): targets met, the criterion, clear failures, a pasteable ppt: block."""
 
 import re
 
 import pytest
 
-from src.budget import MacsModel, parse_target, ppt_yaml, schedule_for, search_budget
+from src.analysis.budget import MacsModel, parse_target, ppt_yaml, schedule_for, search_budget
 from src.config import load_config
 from src.models import ViTSpec
 

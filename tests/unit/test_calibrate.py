@@ -1,4 +1,4 @@
-"""Threshold calibration (src/calibrate.py): the tunable threshold against the fixed one, one compile for every
+"""Threshold calibration (src/analysis/calibrate.py): the tunable threshold against the fixed one, one compile for every
 candidate, the label-free criterion, image folders with and without labels, and bad input."""
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from mindspore import Tensor
 from PIL import Image
 
-from src.calibrate import (
+from src.analysis.calibrate import (
     POOL_ONLY,
     agreement_metrics,
     calibrate,
@@ -155,7 +155,7 @@ def test_calibrate_end_to_end_in_graph_mode(tmp_path, graph_mode):
 
 def test_bad_input_fails_before_any_model_runs(tmp_path, monkeypatch):
     cfg, ckpt, data = tiny_setup(tmp_path)
-    monkeypatch.setattr("src.calibrate.build_model", None)  # a model built would fail differently
+    monkeypatch.setattr("src.analysis.calibrate.build_model", None)  # a model built would fail differently
     with pytest.raises(ValueError, match="minimum reachable"):
         calibrate(cfg, ckpt, data, target="0.1")
     with pytest.raises(ValueError, match="thresholds must be finite numbers >= 0"):

@@ -1,4 +1,4 @@
-"""src/checkpoint.py: torch-free .pth reading, safetensors, strict loading, .ckpt I/O and metadata."""
+"""src/io/checkpoint.py: torch-free .pth reading, safetensors, strict loading, .ckpt I/O and metadata."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from src.checkpoint import (
+from src.io.checkpoint import (
     CheckpointMismatchError,
     UnsafePickleError,
     convert_checkpoint,
@@ -25,7 +25,7 @@ from src.checkpoint import (
     read_state_dict,
     save_weights,
 )
-from src.class_names import imagenet_class_names
+from src.io.class_names import imagenet_class_names
 from src.models import create_model
 
 from ..conftest import FIXTURES, MINI_ARCH, MINI_CLASSES

@@ -1,7 +1,7 @@
-"""Class-name lists (src/class_names.py): one check for every source, the bundled ImageNet-1k list, the JSON form."""
+"""Class-name lists (src/io/class_names.py): one check for every source, the bundled ImageNet-1k list, the JSON form."""
 import pytest
 
-from src.class_names import (
+from src.io.class_names import (
     IMAGENET_CLASSES_FILE,
     check_class_names,
     describe_difference,

@@ -4,10 +4,16 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.checkpoint import CheckpointMismatchError, convert_checkpoint, infer_model_args, load_weights, read_state_dict
 from src.deploy import export_model
 from src.deploy.onnx_graph import expected_patterns
 from src.flops import count_macs_spec
+from src.io.checkpoint import (
+    CheckpointMismatchError,
+    convert_checkpoint,
+    infer_model_args,
+    load_weights,
+    read_state_dict,
+)
 from src.models import ViTSpec, create_model, list_models, model_spec
 from src.token_reduction import PPTSetting
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from mindspore import Tensor
 
-from src.checkpoint import save_weights
 from src.config import ConfigError, load_config
+from src.io.checkpoint import save_weights
 from src.train import ResumeError, engine, train
 from src.train.distill import TEACHER_PREFIX, weights_sha256
 from src.train.loss import DistillationLoss, SoftTargetCrossEntropy

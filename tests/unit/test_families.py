@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from src import models
-from src.checkpoint import check_family_options
+from src.io.checkpoint import check_family_options
 from src.models.families.deit import DEIT
 from src.models.families.deit3 import DEIT3
 from src.models.families.mindcv import MINDCV_VIT, MindcvVisionTransformer

@@ -7,7 +7,7 @@ from PIL import Image
 
 from src.config import load_config
 from src.data.folder import load_rgb
-from src.evaluate import evaluate_checkpoint
+from src.evaluation import evaluate_checkpoint
 
 from ..run_scripts import tiny_model_files
 

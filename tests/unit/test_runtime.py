@@ -5,7 +5,6 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.checkpoint import save_weights
 from src.config import load_config
 from src.deploy import (
     DEFAULT_TOLERANCE,
@@ -21,6 +20,7 @@ from src.deploy import (
 from src.deploy.inference import preprocess_from_config
 from src.deploy.meta import exported_meta
 from src.factory import build_model
+from src.io.checkpoint import save_weights
 
 from ..run_scripts import TINY_CONFIG
 

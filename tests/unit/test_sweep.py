@@ -1,4 +1,4 @@
-"""The accuracy / MACs / throughput sweep (src/sweep.py) on a tiny model and a tiny generated folder."""
+"""The accuracy / MACs / throughput sweep (src/analysis/sweep.py) on a tiny model and a tiny generated folder."""
 
 import csv
 import json
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.checkpoint import save_weights
+from src.analysis.sweep import CSV_COLUMNS, run_sweep
 from src.config import load_config, model_kwargs
+from src.io.checkpoint import save_weights
 from src.models import create_model
-from src.sweep import CSV_COLUMNS, run_sweep
 
 from ..conftest import ROOT, macs_of
 

@@ -133,7 +133,7 @@ def test_prune_and_pool_policies_equal_ppt_at_the_threshold_ends(policy, thresho
     tokens, as DeiT-S): the full depth adds nothing here but graph compile time. Compared on the statistics
     path only: that the lean path gives the same logits is tests/unit/test_golden.py's
     test_mixed_case_in_graph_mode_and_lean_path_equals_stats_path."""
-    from src.checkpoint import load_state_dict
+    from src.io.checkpoint import load_state_dict
     from src.models import PPTStats
 
     from ..conftest import make_mini

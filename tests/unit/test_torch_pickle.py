@@ -1,4 +1,4 @@
-"""Crafted PyTorch checkpoints (issue #13, items 1-3): src/torch_pickle.py refuses them in one line, before
+"""Crafted PyTorch checkpoints (issue #13, items 1-3): src/io/torch_pickle.py refuses them in one line, before
 building the crafted values or allocating what they ask for, and never crashes the interpreter."""
 
 import argparse
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import torch_pickle
-from src.checkpoint import UnsafePickleError, read_state_dict
+from src.io import torch_pickle
+from src.io.checkpoint import UnsafePickleError, read_state_dict
 
 from ..torch_zip import p_global, p_int, p_ints, p_str, p_tensor, write_pth, write_zip
 
@@ -213,7 +213,7 @@ def test_integer_storages_keep_their_dtype_in_native_order(tmp_path):
 
 
 def test_a_crafted_file_leaves_the_model_untouched(tmp_path):
-    from src.checkpoint import load_weights  # pylint: disable=import-outside-toplevel
+    from src.io.checkpoint import load_weights  # pylint: disable=import-outside-toplevel
     from src.models import create_model  # pylint: disable=import-outside-toplevel
 
     model = create_model("deit_tiny_patch16_224", num_classes=3, img_size=32, patch_size=8, embed_dim=48, depth=1,

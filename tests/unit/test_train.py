@@ -205,7 +205,7 @@ def test_epoch_outputs_are_loadable_and_logged(first_epoch):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["best.ckpt", "best_ema.ckpt", "config.yaml", "epoch_0001.ckpt", "epoch_0001.ema.ckpt",
                      "epoch_0001.state.ckpt", "log.jsonl"]
-    from src.checkpoint import load_weights, read_checkpoint_meta, read_class_names
+    from src.io.checkpoint import load_weights, read_checkpoint_meta, read_class_names
     for name in ("best.ckpt", "epoch_0001.ema.ckpt"):
         load_weights(tiny_model(), out / name)  # strict: what eval.py --ckpt does
     assert read_checkpoint_meta(out / "best.ckpt")["epoch"] == 1
@@ -309,7 +309,7 @@ def test_resume_file_errors(first_epoch, tmp_path, pynative):
 
 
 def test_pretrained_weights_with_another_class_count_drop_the_head(tmp_path, capsys):
-    from src.checkpoint import save_weights
+    from src.io.checkpoint import save_weights
 
     source = tiny_model(num_classes=5)
     save_weights(source, tmp_path / "pre.ckpt")

@@ -1,28 +1,28 @@
-"""Token-source rendering (src/visualize.py) on tiny models."""
+"""Token-source rendering (src/analysis/visualize.py) on tiny models."""
 
 import mindspore as ms
 import numpy as np
 import pytest
 from PIL import Image
 
-from src.deploy import Preprocess
-from src.models import create_model
-from src.visualize import (
+from src.analysis.visualize import (
     MIN_PANEL,
     _fit,
     _font,
-    collect_images,
     render_block,
     render_grid,
     token_map,
     trace_tokens,
     visualize_images,
 )
+from src.data import collect_images
+from src.deploy import Preprocess
+from src.models import create_model
 
 PRE = Preprocess(32, 0.875, "bicubic", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-TINT = 0.55  # src.visualize._TINT
+TINT = 0.55  # src.analysis.visualize._TINT
 
 
 def tiny_model(threshold: float, r=(4, 4), layers=(1, 2)):

@@ -6,11 +6,17 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.checkpoint import CheckpointMismatchError, convert_checkpoint, infer_model_args, load_weights, read_state_dict
+from src.analysis.zoo import zoo_markdown
 from src.flops import count_macs, count_macs_spec, count_params_spec
+from src.io.checkpoint import (
+    CheckpointMismatchError,
+    convert_checkpoint,
+    infer_model_args,
+    load_weights,
+    read_state_dict,
+)
 from src.models import MindcvVisionTransformer, create_model, list_models, model_class, model_spec
 from src.token_reduction import PPTSetting
-from src.zoo import zoo_markdown
 
 from ..conftest import ROOT
 

@@ -1,6 +1,6 @@
 """What a family of registered models is: one model class (numerics, parameter names), one kind of public
 weights. The registry (``src.models.register_model``) stores a family object per model; the checkpoint reader
-(``src.checkpoint``) and the model table (``src.zoo``) ask it instead of branching on classes or names."""
+(``src.io.checkpoint``) and the model table (``src.analysis.zoo``) ask it instead of branching on classes or names."""
 import re
 
 import numpy as np

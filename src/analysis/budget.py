@@ -28,10 +28,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import configured_spec
-from .flops import count_macs_spec
-from .models import ViTSpec
-from .token_reduction import PPTSetting
+from ..config import configured_spec
+from ..flops import count_macs_spec
+from ..models import ViTSpec
+from ..token_reduction import PPTSetting
 
 __all__ = ["Schedule", "MacsModel", "parse_target", "schedule_for", "search_budget", "ppt_yaml",
            "format_candidates", "choose_schedule"]
@@ -205,7 +205,7 @@ def format_candidates(candidates: Sequence[Schedule], baseline_macs: int,
 def _evaluate_candidates(cfg: dict[str, Any], candidates: Sequence[Schedule], threshold: float, data: str,
                          ckpt_file: str, **eval_kwargs: Any) -> tuple[list[float], int]:
     """Top-1 of every candidate on (a subset of) ``data``, and the number of images evaluated."""
-    from .factory import build_model  # the model zoo and data pipeline only when evaluating
+    from ..factory import build_model  # the model zoo and data pipeline only when evaluating
     from .sweep import evaluate_on
 
     top1, images = [], 0

@@ -41,13 +41,13 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from .checkpoint import load_state_dict
-from .deploy import export_model, get_runtime
-from .deploy.onnx_runtime import MATMUL_SIZE, mac_utilisation, matmul_roof, require_onnxruntime
-from .flops import count_macs
-from .models import VisionTransformer, create_model
-from .timing import fix_cpu_threads, timed_call, usable_cores
-from .token_reduction import PPTSetting
+from ..deploy import export_model, get_runtime
+from ..deploy.onnx_runtime import MATMUL_SIZE, mac_utilisation, matmul_roof, require_onnxruntime
+from ..flops import count_macs
+from ..io.checkpoint import load_state_dict
+from ..models import VisionTransformer, create_model
+from ..timing import fix_cpu_threads, timed_call, usable_cores
+from ..token_reduction import PPTSetting
 
 __all__ = ["BACKENDS", "REDUCTION_METHOD", "benchmark", "format_benchmark", "host_info", "runtime_versions"]
 

@@ -1,6 +1,6 @@
 """The model zoo as a table: every registered model with its family, parameters, MACs without and with its
 config's PPT setting, where its public weights come from and what reads them (README.md embeds the table
-printed by ``python -m src.zoo``; a test checks they agree).
+printed by ``python -m src.analysis.zoo``; a test checks they agree).
 
 Each row's family text (its name, where its public weights come from, what reads them, where its PPT setting
 comes from) is the family's (``src.models.model_family(name)``, a ``src.models.families.ModelFamily``), and its
@@ -8,13 +8,13 @@ MACs and parameters are counted with the family's model class.
 """
 from pathlib import Path
 
-from .config import configured_spec, load_config, ppt_setting
-from .flops import count_macs_spec, count_params_spec
-from .models import list_models, model_family
+from ..config import configured_spec, load_config, ppt_setting
+from ..flops import count_macs_spec, count_params_spec
+from ..models import list_models, model_family
 
 __all__ = ["zoo_rows", "zoo_markdown"]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
 def zoo_rows() -> list[dict[str, str]]:

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.checkpoint import save_weights
-from src.class_names import MissingClassNames, imagenet_class_names
 from src.data import create_dataset
 from src.deploy import Preprocess
 from src.deploy.inference import (
@@ -21,6 +19,8 @@ from src.deploy.inference import (
     topk_probs,
     weights_class_names,
 )
+from src.io.checkpoint import save_weights
+from src.io.class_names import MissingClassNames, imagenet_class_names
 from src.models import create_model
 
 PRE = Preprocess(32, 0.875, "bicubic", (0.5,) * 3, (0.5,) * 3)

@@ -26,15 +26,15 @@ import numpy as np
 from mindspore import Tensor
 from PIL import Image, ImageDraw, ImageFont
 
-from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
-from .deploy import Preprocess
-from .deploy.inference import load_images
-from .fileio import atomic_path
-from .models import PPTStats, VisionTransformer
-from .token_reduction import get_policy
+from ..data.folder import scan_image_folder
+from ..deploy import Preprocess
+from ..deploy.inference import load_images
+from ..io.fileio import atomic_path
+from ..models import PPTStats, VisionTransformer
+from ..token_reduction import get_policy
 
 __all__ = ["MIN_PANEL", "TokenMap", "token_map", "display_pixels", "trace_tokens", "render_block", "render_input",
-           "render_grid", "save_png", "collect_images", "demo_images", "visualize_images", "describe_weights"]
+           "render_grid", "save_png", "demo_images", "visualize_images", "describe_weights"]
 
 MIN_PANEL = 224  # smallest displayed image side, in pixels
 _FONT_SIZE = 13
@@ -212,32 +212,6 @@ def save_png(image: Image.Image, path: os.PathLike) -> None:
     """Write ``image`` as PNG, atomically (a temporary file in the same folder, then ``os.replace``)."""
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-
-
-def collect_images(inputs: Sequence[os.PathLike]) -> list[Path]:
-    """Image files named by ``inputs``: files as given, folders searched recursively (sorted).
-
-    Raises FileNotFoundError for a missing path, ValueError for a folder without images or a file given twice.
-    """
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not images:
-                raise ValueError(f"{path}: no image files in this folder (extensions {' '.join(IMAGE_EXTENSIONS)})")
-            found.extend(images)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such image file or folder")
-    seen = set()
-    for path in found:
-        key = path.resolve()
-        if key in seen:
-            raise ValueError(f"{path}: image given more than once")
-        seen.add(key)
-    return found
 
 
 def demo_images(root: os.PathLike, count: int, split: str = "val") -> list[Path]:

@@ -8,7 +8,7 @@ sets and thresholds, with the same weights:
   mode (graph mode from the command line): one untimed warm-up call (it compiles), then the median of
   ``timing_runs`` timed calls, each synchronised by copying the logits to the host; ``speedup`` = setting /
   baseline;
-- ``top1``/``top5``/``loss``/``pooled_fraction``: with a dataset only, via :func:`src.evaluate.evaluate`,
+- ``top1``/``top5``/``loss``/``pooled_fraction``: with a dataset only, via :func:`src.evaluation.evaluate`,
   optionally on a fixed random subset of about ``max_images`` images (rounded up to whole batches; the same
   images for every setting).
 
@@ -29,13 +29,13 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from .config import configured_spec
-from .factory import build_model, dataset_from_config
-from .fileio import write_bytes_atomic, write_json_atomic
-from .flops import count_macs
-from .models import VisionTransformer
-from .timing import time_calls
-from .token_reduction import PPTSetting
+from ..config import configured_spec
+from ..factory import build_model, dataset_from_config
+from ..flops import count_macs
+from ..io.fileio import write_bytes_atomic, write_json_atomic
+from ..models import VisionTransformer
+from ..timing import time_calls
+from ..token_reduction import PPTSetting
 
 __all__ = ["CSV_COLUMNS", "run_sweep", "measure_throughput", "evaluate_on", "format_sweep", "plot_sweep"]
 
@@ -59,10 +59,10 @@ def measure_throughput(model: VisionTransformer, batch_size: int, runs: int, see
 def evaluate_on(model: VisionTransformer, cfg: dict[str, Any], data: str, *, split: str = "val",
                 batch_size: int | None = None, max_images: int | None = None, progress: bool = True,
                 desc: str = "eval") -> dict[str, Any]:
-    """:func:`src.evaluate.evaluate` of ``model`` on ``<data>/<split>`` (``data`` may be ``"demo"``),
+    """:func:`src.evaluation.evaluate` of ``model`` on ``<data>/<split>`` (``data`` may be ``"demo"``),
     preprocessed as ``cfg["data"]`` says; with ``max_images``, on a seeded random subset of about that many
     images (whole batches), the same for every call with the same arguments."""
-    from .evaluate import evaluate
+    from ..evaluation import evaluate
 
     batch_size = batch_size or cfg["data"]["batch_size"]
     if max_images is not None and max_images < 1:

@@ -18,7 +18,7 @@ pruning only (rounded to 3 significant digits, so the printed threshold is the o
 block's variances do not depend on the threshold; a later block's do (its tokens depend on the earlier
 decisions), and its quantiles cover the range where that block's decisions change, which the first block's
 alone would miss (later blocks see fewer tokens, hence larger variances). With a MACs target, the r schedule
-is first the analytic choice of :func:`src.budget.search_budget`, then the threshold is calibrated for it.
+is first the analytic choice of :func:`src.analysis.budget.search_budget`, then the threshold is calibrated for it.
 
 One compile for every candidate: the PP blocks' reducers are swapped for :class:`TunablePPTReducer`, whose
 threshold is a Parameter set with ``set_data`` between candidates (the swap happens after the weights are
@@ -34,16 +34,15 @@ from typing import Any
 import numpy as np
 from mindspore import Tensor
 
+from ..data import class_folders, collect_images, resolve_data_root, scan_image_folder
+from ..deploy.cell import CellPredictor
+from ..deploy.inference import load_images, predict, preprocess_from_config
+from ..evaluation import format_table
+from ..factory import build_model
+from ..flops import count_macs
+from ..models import PPTStats, VisionTransformer
+from ..token_reduction import TunablePPTReducer, r_per_layer
 from .budget import MacsModel, Schedule, parse_target, ppt_yaml, schedule_for, search_budget
-from .data import class_folders, resolve_data_root, scan_image_folder
-from .deploy.cell import CellPredictor
-from .deploy.inference import load_images, predict, preprocess_from_config
-from .evaluate import format_table
-from .factory import build_model
-from .flops import count_macs
-from .models import PPTStats, VisionTransformer
-from .token_reduction import TunablePPTReducer, r_per_layer
-from .visualize import collect_images
 
 __all__ = ["CalibrationImages", "load_calibration_images", "tunable_reducers", "default_thresholds",
            "agreement_metrics", "calibrate", "format_calibration", "POOL_ONLY", "RULE"]
@@ -231,7 +230,7 @@ def calibrate(cfg: dict[str, Any], ckpt_file: str, data: str, *, split: str = "v
               target: str | None = None, thresholds: Sequence[float] | None = None,
               batch_size: int | None = None) -> dict[str, Any]:
     """Evaluate candidate thresholds for the config's r schedule (or the one meeting ``target``, see
-    :func:`src.budget.parse_target`) on up to ``max_images`` images of ``data`` (module docstring) and
+    :func:`src.analysis.budget.parse_target`) on up to ``max_images`` images of ``data`` (module docstring) and
     choose one by :data:`RULE`. Returns the report (JSON-ready): ``rows`` (threshold, kind,
     pooled_fraction and svar_mean per PP block, agreement, kl, top1), ``chosen`` (row index), ``ppt_yaml``
     (the block to paste), the schedule, the images used and the unreduced model's top-1.

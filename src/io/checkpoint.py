@@ -4,11 +4,11 @@ Supported inputs (chosen by file extension):
 
 * ``.safetensors`` (timm): read with ``safetensors.numpy``; bfloat16 is widened by bit manipulation.
 * ``.pth`` / ``.pt`` / ``.bin`` (PyTorch zip format, e.g. the DeiT release files): read **without torch** by the
-  restricted unpickler of :mod:`src.torch_pickle`, so a malicious file cannot run code.
+  restricted unpickler of :mod:`src.io.torch_pickle`, so a malicious file cannot run code.
 * ``.ckpt`` (MindSpore): ``mindspore.load_checkpoint``; entries named ``meta.*`` are metadata, not weights.
   :func:`save_weights` appends a CRC32 (``crc_check=True``), verified on every read; a file without one (written
   elsewhere) is read unchecked. Metadata entries are scalars; the class names (key
-  :data:`src.class_names.CLASS_NAMES_KEY`) are one JSON string entry, decoded by :func:`read_checkpoint_meta`.
+  :data:`src.io.class_names.CLASS_NAMES_KEY`) are one JSON string entry, decoded by :func:`read_checkpoint_meta`.
 
 Floating tensors are returned as float32 numpy arrays; integer / bool tensors keep their dtype (DeiT has none,
 so strict loading reports them as unexpected entries).
@@ -25,6 +25,8 @@ import numpy as np
 from mindspore import nn
 from safetensors import SafetensorError, deserialize, safe_open
 
+from ..models import create_model, list_families, list_models, model_family, model_spec
+from ..mslog import held_mindspore_logs
 from .class_names import (
     CLASS_NAMES_KEY,
     IMAGENET_NUM_CLASSES,
@@ -35,8 +37,6 @@ from .class_names import (
     names_to_json,
 )
 from .fileio import PathLike, atomic_path
-from .models import create_model, list_families, list_models, model_family, model_spec
-from .mslog import held_mindspore_logs
 from .torch_pickle import UnsafePickleError, bf16_to_f32, quoted, read_torch_zip
 
 __all__ = [
@@ -269,7 +269,7 @@ def save_weights(model: nn.Cell, path: PathLike, meta: dict[str, MetaValue] | No
 
     The file appears complete or not at all: it is written to a temporary name in the same folder and then
     moved into place with ``os.replace``. It carries a CRC32, so later damage is refused on reading.
-    ``meta["class_names"]`` (:data:`~src.class_names.CLASS_NAMES_KEY`) is a list with one name per class of the
+    ``meta["class_names"]`` (:data:`~src.io.class_names.CLASS_NAMES_KEY`) is a list with one name per class of the
     model, stored as one JSON string.
     """
     path = os.fspath(path)

@@ -1,4 +1,4 @@
-"""src.evaluate on a tiny generated ImageFolder with a tiny random-weight PPT model."""
+"""src.evaluation (loop, report, entry points) on a tiny generated ImageFolder with a tiny random-weight PPT model."""
 
 import re
 
@@ -6,7 +6,13 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.evaluate import evaluate, format_comparison, format_per_class, per_class_results, unwrap_pipeline_error
+from src.evaluation import (
+    evaluate,
+    format_comparison,
+    format_per_class,
+    per_class_results,
+    unwrap_pipeline_error,
+)
 from src.models import create_model
 
 ARCH = dict(name="deit_tiny_patch16_224", num_classes=3, img_size=32, patch_size=8, embed_dim=48, depth=3,
