@@ -5,22 +5,13 @@ a folder), :func:`ensure_demo_dataset`, :func:`scan_image_folder`, :func:`check_
 """
 from .dataset import EVAL_COLUMNS, TRAIN_COLUMNS, DatasetInfo, create_dataset, shard_order
 from .demo import DEMO_CLASSES, DEMO_ENV_VAR, default_demo_root, ensure_demo_dataset, resolve_data_root
-from .folder import (
-                     IMAGE_EXTENSIONS,
-                     FolderScan,
-                     check_num_classes,
-                     class_folders,
-                     collect_images,
-                     load_rgb,
-                     scan_image_folder,
-)
+from .folder import FolderScan, check_num_classes, class_folders, collect_images, load_rgb, scan_image_folder
 from .interpolation import INTERPOLATIONS
 from .transforms import check_aug
 
 __all__ = [
     "create_dataset", "shard_order", "DatasetInfo", "EVAL_COLUMNS", "TRAIN_COLUMNS",
     "ensure_demo_dataset", "resolve_data_root", "default_demo_root", "DEMO_CLASSES", "DEMO_ENV_VAR",
-    "scan_image_folder", "class_folders", "FolderScan", "check_num_classes", "load_rgb", "IMAGE_EXTENSIONS",
-    "collect_images",
+    "scan_image_folder", "class_folders", "FolderScan", "check_num_classes", "load_rgb", "collect_images",
     "INTERPOLATIONS", "check_aug",
 ]
