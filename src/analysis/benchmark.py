@@ -1,5 +1,5 @@
-"""Inference throughput and latency of the baseline DeiT against PPT, how close they run to the machine's matmul
-speed, and the share of PPT's time its token reduction takes, in MindSpore and/or onnxruntime.
+"""Inference throughput and latency of the baseline DeiT against PPT, how close they run to the machine's matmul speed,
+and the share of PPT's time its token reduction takes, in MindSpore and/or onnxruntime.
 
 Three models with the same (random) weights run on the same random batch:
 
@@ -10,20 +10,22 @@ Three models with the same (random) weights run on the same random batch:
   pooling. Token counts, and so the cost of every other operation, are the same as in ``ppt``; the time
   difference is what the reduction itself costs. Its outputs are meaningless.
 
-Timing: the first call of each model (which compiles the graph in graph mode) and the further warm-up
-calls are not timed; then the models are timed in interleaved rounds (baseline, ppt, ppt_plain_slice,
-repeated), each call synchronised by copying the logits to the host and preceded by a short pause
+Timing: the first call of each model (which compiles the graph in graph mode) and the further warm-up calls are not
+timed; then the models are timed in interleaved rounds (baseline, ppt, ppt_plain_slice, then the reverse order in the
+next round), each call synchronised by copying the logits to the host and preceded by a short pause
 (``SETTLE_SECONDS``) so that the previous model's idle threads have stopped spinning, so a change of machine load
-affects all three alike. With the ``onnxruntime`` backend the same Cells (same weights) are exported to temporary ONNX
-files (:func:`src.deploy.export_model`, verified against the Cells) and their sessions take part in the same
+affects all three alike. With the ``onnxruntime`` backend the same Cells (same weights) are exported to temporary
+ONNX files (:func:`src.deploy.export_model`, verified against the Cells) and their sessions take part in the same
 rounds. Every round also times one large matmul in each backend (the roof: MindSpore's in the current mode,
 onnxruntime's on its CPU provider), so MAC utilisation = images/s x MACs per image / roof rate compares the model
 with what the same backend reaches on its best-case operation, under the same load. Reported: median seconds per
-batch, images/s, speed-up = baseline / ppt median time, the MACs ratio (the ideal speed-up,
-:func:`src.flops.count_macs`), and the reduction's share = median over rounds of ``(ppt - ppt_plain_slice) /
-ppt``, p50/p90 latency per call (the point at batch 1); and the same two from each model's fastest run, a steadier
-estimate when other processes share the CPU. Random weights are enough: shapes are static and both reduction
-branches run for every image, so PPT's cost does not depend on the weights or the input.
+batch, images/s, speed-up = the median (and interquartile range) over rounds of baseline / ppt time, the bound (the
+same for the plain slice) and PPT's ratio to it (plain slice / ppt time per round), the MACs ratio (the ideal
+speed-up, :func:`src.flops.count_macs`), and the reduction's share = median over rounds of ``(ppt - ppt_plain_slice) /
+ppt``, p50/p90 latency per call (the point at batch 1); and the speed-up as the ratio of the medians and from each
+model's fastest run, with the reduction's share from the fastest runs, other estimates on a shared CPU. Random
+weights are enough: shapes are static and both reduction branches run for every image, so PPT's cost does not depend
+on the weights or the input.
 """
 import functools
 import importlib.metadata
@@ -150,7 +152,8 @@ def _time_batch(calls: dict[tuple[str, str], Callable[[], Any]], roofs: dict[str
         if log:
             print(f"batch {bs}: {key[0]} {key[1]} warmed up (first call {first:.2f} s)", file=log, flush=True)
     for i in range(runs):
-        for key, call in every.items():
+        # Every other round in reverse order: drift within a round then favours no variant.
+        for key, call in (every.items() if i % 2 == 0 else reversed(every.items())):
             time.sleep(SETTLE_SECONDS)
             times[key]["runs_seconds"].append(timed_call(call)[1])
         if log:
@@ -159,9 +162,17 @@ def _time_batch(calls: dict[tuple[str, str], Callable[[], Any]], roofs: dict[str
     return times
 
 
+def _paired(num: Sequence[float], den: Sequence[float]) -> tuple[float, list[float]]:
+    """Median and interquartile range of the per-round ratios ``num[i] / den[i]``: the two calls of a round ran
+    seconds apart, so a change of machine speed between rounds (this kind of shared 2-core machine drifts by
+    +-15 % within minutes) cancels out, where a ratio of medians would mix rounds."""
+    ratios = [a / b for a, b in zip(num, den)]
+    return statistics.median(ratios), [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]
+
+
 def _summarise(entry: dict[str, Any], roof_runs: Sequence[float], roof_macs: int, macs: dict[str, int]) -> None:
-    """Medians, p50/p90 latency, images/s, MAC utilisation and speed-ups of every variant; the reduction's
-    share of the PPT model's time."""
+    """Medians, p50/p90 latency, images/s, MAC utilisation and per-round speed-ups of every variant; the bound,
+    PPT against it and the reduction's share of the PPT model's time."""
     base = entry["baseline"]
     entry["macs_per_second"] = roof_macs / statistics.median(roof_runs)
     entry["roof_runs_seconds"] = list(roof_runs)
@@ -173,19 +184,18 @@ def _summarise(entry: dict[str, Any], roof_runs: Sequence[float], roof_macs: int
         if name in macs:
             times["mac_utilisation"] = mac_utilisation(times["images_per_sec"], macs[name], entry["macs_per_second"])
         if name != "baseline":
-            times["speedup"] = base["median_seconds"] / times["median_seconds"]
+            times["speedup"], times["speedup_iqr"] = _paired(base["runs_seconds"], runs)
     ppt_runs, slice_runs = entry["ppt"]["runs_seconds"], entry["ppt_plain_slice"]["runs_seconds"]
-    entry["speedup"] = entry["ppt"]["speedup"]
-    # The fastest runs are the least disturbed by other processes: a second estimate on a busy machine.
+    entry["speedup"], entry["speedup_iqr"] = entry["ppt"]["speedup"], entry["ppt"]["speedup_iqr"]
+    entry["speedup_medians"] = base["median_seconds"] / entry["ppt"]["median_seconds"]
+    # The fastest runs are the least disturbed by other processes: another estimate on a busy machine.
     entry["speedup_best"] = base["min_seconds"] / entry["ppt"]["min_seconds"]
-    # Paired per round, so that slow drift in machine load cancels out.
-    entry["speedup_paired"] = statistics.median(b / p for b, p in zip(base["runs_seconds"], ppt_runs))
     entry["reduction_seconds"] = statistics.median(p - s for p, s in zip(ppt_runs, slice_runs))
     entry["reduction_share"] = statistics.median((p - s) / p for p, s in zip(ppt_runs, slice_runs))
     entry["reduction_share_best"] = 1.0 - min(slice_runs) / min(ppt_runs)
     # The bound: the speed-up a free reduction (the plain slice, same token counts) gives on this runtime.
     entry["bound"] = entry["ppt_plain_slice"]["speedup"]
-    entry["ratio_to_bound"] = entry["speedup"] / entry["bound"]
+    entry["ratio_to_bound"] = _paired(slice_runs, ppt_runs)[0]
 
 
 def _check_arguments(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], warmup: int, runs: int,
@@ -234,11 +244,13 @@ def benchmark(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], *, warmu
         timed in every round in that backend: the roof) and ``roof_runs_seconds``; per variant
         ``first_call_seconds``, ``runs_seconds``, ``median_seconds``, ``min_seconds``, ``p50_seconds``,
         ``p90_seconds`` (latency of a call), ``images_per_sec`` (from the median), ``mac_utilisation``
-        (images/s x MACs per image / the roof; not for the plain slice) and ``speedup`` (baseline / variant
-        medians); and ``speedup``, ``reduction_seconds``, ``reduction_share`` (from the medians),
-        ``speedup_paired`` (median of per-round ratios), ``speedup_best``, ``reduction_share_best`` (from
-        the fastest runs, less disturbed by other processes) of the PPT model; ``bound`` (the plain slice's
-        speed-up: what a free reduction would give) and ``ratio_to_bound`` (``speedup / bound``).
+        (images/s x MACs per image / the roof; not for the plain slice), ``speedup`` and ``speedup_iqr``
+        (median and interquartile range of the per-round ratios baseline / variant); and of the PPT model
+        ``speedup`` and ``speedup_iqr`` (the same), ``speedup_medians`` (ratio of the medians),
+        ``speedup_best`` and ``reduction_share_best`` (from the fastest runs, less disturbed by other
+        processes), ``reduction_seconds`` and ``reduction_share`` (medians over rounds); ``bound`` (the plain
+        slice's speed-up: what a free reduction would give) and ``ratio_to_bound`` (median of the per-round
+        ratios plain slice / PPT time).
     """
     _check_arguments(model_kwargs, batch_sizes, warmup, runs, latency_runs, backends)
     host = host_info()
@@ -283,17 +295,20 @@ def format_benchmark(report: dict[str, Any]) -> str:
              f"reduction cost: {report['reduction_method']}",
              f"MAC utilisation: img/s x MACs per image / the rate of a {'x'.join(map(str, MATMUL_SIZE))} float32 "
              f"matmul timed in every round in the same backend (roof GMAC/s)",
-             f"median of {settings['runs']} runs ({settings['latency_runs']} at batch 1) after {settings['warmup']} "
-             f"warm-up call(s); best-run columns compare the fastest run of each model; bound: the plain slice's "
-             f"speed-up (a free reduction), ratio/bound: PPT's speed-up against it; latency in ms per call:", ""]
-    header = ["backend", "batch", "baseline img/s", "PPT img/s", "slice img/s", "speed-up", "best-run", "bound",
-              "ratio/bound", "reduction", "roof GMAC/s", "MAC util base/PPT", "p50 base/PPT", "p90 base/PPT"]
+             f"{settings['runs']} rounds ({settings['latency_runs']} at batch 1) after {settings['warmup']} warm-up "
+             f"call(s); img/s from median times; speed-up: median (IQR) of the per-round ratios baseline / PPT time, "
+             f"medians: ratio of the median times, best-run: of the fastest runs; bound: the plain slice's speed-up "
+             f"(a free reduction), ratio/bound: plain slice / PPT time per round; latency in ms per call:", ""]
+    header = ["backend", "batch", "baseline img/s", "PPT img/s", "slice img/s", "speed-up (IQR)", "medians",
+              "best-run", "bound", "ratio/bound", "reduction", "roof GMAC/s", "MAC util base/PPT", "p50 base/PPT",
+              "p90 base/PPT"]
     rows = []
     for e in report["results"]:
         base, ppt = e["baseline"], e["ppt"]
         rows.append([e["backend"], str(e["batch_size"]), f"{base['images_per_sec']:.1f}",
                      f"{ppt['images_per_sec']:.1f}", f"{e['ppt_plain_slice']['images_per_sec']:.1f}",
-                     f"{e['speedup']:.2f}x", f"{e['speedup_best']:.2f}x", f"{e['bound']:.2f}x",
+                     f"{e['speedup']:.2f}x ({e['speedup_iqr'][0]:.2f}-{e['speedup_iqr'][1]:.2f})",
+                     f"{e['speedup_medians']:.2f}x", f"{e['speedup_best']:.2f}x", f"{e['bound']:.2f}x",
                      f"{100 * e['ratio_to_bound']:.1f} %", f"{100 * e['reduction_share']:.1f} %",
                      f"{e['macs_per_second'] / 1e9:.1f}",
                      f"{100 * base['mac_utilisation']:.0f} / {100 * ppt['mac_utilisation']:.0f} %",

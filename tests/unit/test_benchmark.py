@@ -59,7 +59,7 @@ def test_benchmark_rejects_bad_arguments(kwargs, message):
 
 def test_every_timed_call_follows_a_settling_pause(monkeypatch):
     """Each timed call starts after SETTLE_SECONDS of idle time (the previous model's spinning threads would
-    otherwise slow it), and the pause is outside the timed span."""
+    otherwise slow it), the pause is outside the timed span, and rounds alternate their order."""
     from src.analysis import benchmark as bench
 
     events = []
@@ -74,8 +74,10 @@ def test_every_timed_call_follows_a_settling_pause(monkeypatch):
     times = bench._time_batch({("onnxruntime", "baseline"): call("b"), ("onnxruntime", "ppt"): call("p")},
                               {"onnxruntime": call("roof")}, 1, warmup=1, runs=2, log=None)
     timed = events[3:]  # after the three untimed warm-up calls
-    assert timed == [("sleep", bench.SETTLE_SECONDS), ("call", "b"), ("sleep", bench.SETTLE_SECONDS), ("call", "p"),
-                     ("sleep", bench.SETTLE_SECONDS), ("call", "roof")] * 2
+    one_round = [("sleep", bench.SETTLE_SECONDS), ("call", "b"), ("sleep", bench.SETTLE_SECONDS), ("call", "p"),
+                 ("sleep", bench.SETTLE_SECONDS), ("call", "roof")]
+    reverse = [e for pair in reversed(list(zip(one_round[::2], one_round[1::2]))) for e in pair]
+    assert timed == one_round + reverse  # every other round in reverse order: drift within a round favours none
     assert all(len(t["runs_seconds"]) == 2 for t in times.values())
     assert bench.SETTLE_SECONDS > 0
 
