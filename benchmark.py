@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "cores); recorded in the JSON with the other settings")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed calls per model and batch size, the first compiles (default: 2)")
-    parser.add_argument("--runs", type=int, default=5, help="timed rounds (every model once per round); medians and per-round ratios are reported (default: 5)")
+    parser.add_argument("--runs", type=int, default=5,
+                        help="timed rounds, every model once per round; medians and per-round ratios are reported "
+                             "(default: 5)")
     parser.add_argument("--latency-runs", "--latency_runs", dest="latency_runs", type=int, default=20,
                         help="timed runs at batch 1, for the p50/p90 latency (default: 20)")
     parser.add_argument("--policies", nargs="+", default=[], metavar="POLICY",
