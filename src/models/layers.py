@@ -71,7 +71,9 @@ class Linear(nn.Dense):
 class PatchProjection(nn.Cell):
     """The stride-p, p x p convolution of the patch embedding, computed as reshape + matmul.
 
-    Same numbers as ``nn.Conv2d`` and the same ``weight [C, 3, p, p]`` layout, but ~200x faster on CPU.
+    Same numbers as ``nn.Conv2d`` and the same ``weight [C, 3, p, p]`` layout, but ~200x faster on CPU. The matmul
+    is 2-D with the weight transposed in the kernel, as ``nn.Dense`` does: MindSpore's CPU matmul of a 3-D input
+    by a 2-D weight, with the weight transposed by a separate op, takes ~1.4x as long (same values).
     """
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int):
@@ -82,14 +84,16 @@ class PatchProjection(nn.Cell):
         self.weight = Parameter(initializer(ms.common.initializer.Uniform(bound),
                                             (embed_dim, in_chans, patch_size, patch_size), ms.float32))
         self.bias = Parameter(initializer(ms.common.initializer.Uniform(bound), (embed_dim,), ms.float32))
+        self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         p = self.patch_size
         x = x.reshape(b, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)
-        x = x.reshape(b, (h // p) * (w // p), c * p * p)
+        x = x.reshape(b * (h // p) * (w // p), c * p * p)
         weight = self.weight.reshape(self.weight.shape[0], -1).astype(x.dtype)
-        return ops.matmul(x, weight.swapaxes(0, 1)) + self.bias.astype(x.dtype)
+        x = self.matmul(x, weight) + self.bias.astype(x.dtype)
+        return x.reshape(b, (h // p) * (w // p), -1)
 
 
 class PatchEmbed(nn.Cell):
