@@ -20,7 +20,6 @@ from src.analysis.benchmark import BACKENDS, benchmark, format_benchmark
 from src.analysis.sweep import format_sweep, run_sweep
 from src.cli import ArgumentParser, UsageError, add_common_args, load_args_config, run, setup_context, write_report
 from src.config import model_kwargs
-from src.deploy.onnx_runtime import require_onnxruntime
 
 
 def _layer_set(text: str) -> list[int]:
@@ -119,8 +118,6 @@ def main() -> None:
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads: expected an int >= 1, got {args.threads}")
     backends = BACKENDS if args.backend == "both" else (args.backend,)
-    if "onnxruntime" in backends:
-        require_onnxruntime()  # before minutes of compiling
     setup_context(args.device_target, args.mode)
     cfg = load_args_config(args)
     kwargs = model_kwargs(cfg)

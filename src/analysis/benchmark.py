@@ -44,7 +44,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from ..deploy import export_model, get_runtime
-from ..deploy.onnx_runtime import MATMUL_SIZE, mac_utilisation, matmul_roof, require_onnxruntime
+from ..deploy.onnx_runtime import MATMUL_SIZE, mac_utilisation, matmul_roof
 from ..flops import count_macs
 from ..io.checkpoint import load_state_dict
 from ..models import VisionTransformer, create_model
@@ -211,7 +211,7 @@ def _check_arguments(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], w
     if not backends or unknown:
         raise ValueError(f"benchmark: backends must be some of {', '.join(BACKENDS)}, got {list(backends)}")
     if "onnxruntime" in backends:
-        require_onnxruntime()
+        get_runtime("onnx").check_available()  # before minutes of compiling
 
 
 def benchmark(model_kwargs: dict[str, Any], batch_sizes: Sequence[int], *, warmup: int = 2, runs: int = 5,
