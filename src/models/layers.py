@@ -73,7 +73,7 @@ class PatchProjection(nn.Cell):
 
     Same numbers as ``nn.Conv2d`` and the same ``weight [C, 3, p, p]`` layout, but ~200x faster on CPU. The matmul
     is 2-D with the weight transposed in the kernel, as ``nn.Dense`` does: MindSpore's CPU matmul of a 3-D input
-    by a 2-D weight, with the weight transposed by a separate op, takes ~1.4x as long (same values).
+    by a 2-D weight, with the weight transposed by a separate op, takes ~1.45x as long (same values).
     """
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int):
