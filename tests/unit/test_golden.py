@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from src.models import PPTStats
+from src.token_reduction import PPTSetting
 
 from ..conftest import make_mini
 
@@ -70,8 +71,10 @@ def test_token_counts_after_each_block(case, golden, golden_input):
     assert counts == c["tokens_after_each_block"]
 
 
-def test_mixed_case_in_graph_mode_and_lean_path_equals_stats_path(golden, golden_input, graph_mode):
+def test_mixed_case_in_graph_mode_and_lean_path_equals_stats_path(golden_mixed_model, golden, golden_input,
+                                                                   graph_mode):
     """The golden mixed case on the statistics path, and the lean path (what inference runs) bit for bit."""
-    model = make_mini(golden_ppt(golden[0]["cases"]["mixed"]))
+    model = golden_mixed_model
+    assert model.ppt == PPTSetting(**golden_ppt(golden[0]["cases"]["mixed"]))
     with_stats = assert_matches_golden(model, golden_input, "mixed", golden)
     np.testing.assert_array_equal(model(ms.Tensor(golden_input)).asnumpy(), with_stats)
