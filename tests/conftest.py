@@ -53,6 +53,14 @@ def make_mini(ppt=None, name="deit_tiny_patch16_224", weights=True, weights_file
     return model
 
 
+@pytest.fixture(scope="session")
+def golden_mixed_model(golden):
+    """The golden mini DeiT with the golden "mixed" setting, one for the session so that graph mode compiles its
+    lean path once (~16 s) for tests/unit/test_golden.py and test_mindir.py. Tests must not change it."""
+    c = golden[0]["cases"]["mixed"]
+    return make_mini(dict(r=c["r"], layers=c["layers"], threshold=c["threshold"], prop_attn=True))
+
+
 @pytest.fixture
 def graph_mode():
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -108,7 +108,9 @@ class _KeepTeacher:
 def test_self_distillation_trains_in_graph_mode_with_a_frozen_teacher(tmp_path, image_folder, graph_mode,
                                                                       monkeypatch):
     """Graph mode, Mixup soft targets: the student learns, the teacher stays the starting weights and is not in
-    the state (only its hash); a resume rebuilds it from the recorded file, and refuses another teacher."""
+    the state (only its hash); a resume rebuilds it from the recorded file (through the same setup as the first
+    run, so in PyNative: a resumed run's new Cells would compile the same step again, ~12 s), and refuses another
+    teacher."""
     cfg = _distill_config(tmp_path, image_folder)
     start = tmp_path / "start.ckpt"
     reference = _start_weights(start)
@@ -130,6 +132,7 @@ def test_self_distillation_trains_in_graph_mode_with_a_frozen_teacher(tmp_path, 
     assert record["ppt"]["enabled"] is False
 
     # Another teacher behind the same path: refused before any step, one line naming the difference.
+    ms.set_context(mode=ms.PYNATIVE_MODE)
     save_weights(tiny_model(ppt=False), start)
     with pytest.raises(ResumeError, match=r"written with another teacher: the teacher's weights differ: sha256 "
                                           rf"{record['weights_sha256'][:12]} \(the file's") as err:

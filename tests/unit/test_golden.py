@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from src.models import PPTStats
+from src.token_reduction import PPTSetting
 
 from ..conftest import make_mini
 
@@ -17,9 +18,14 @@ def golden_ppt(case_meta):
 def assert_matches_golden(model, x, case, golden):
     """``model`` (built with the case's setting) gives the reference logits (1e-4), token counts, and every
     per-image decision and score variance of ``case``."""
+    logits, pooled, svar = PPTStats(model)(ms.Tensor(x))
+    return assert_outputs_match_golden(model, logits, pooled, svar, case, golden)
+
+
+def assert_outputs_match_golden(model, logits, pooled, svar, case, golden):
+    """What :func:`assert_matches_golden` checks, on outputs already computed (e.g. by a traced graph)."""
     meta, ref = golden
     c = meta["cases"][case]
-    logits, pooled, svar = PPTStats(model)(ms.Tensor(x))
     np.testing.assert_allclose(logits.asnumpy(), ref[f"{case}/logits"], atol=1e-4, rtol=0)
     plain = [model.spec.num_tokens] * model.spec.depth  # a case without token counts is the plain model
     assert model.tokens_per_block == tuple(c["tokens_after_each_block"] or plain)
@@ -31,9 +37,12 @@ def assert_matches_golden(model, x, case, golden):
     return logits.asnumpy()
 
 
-# ("mixed", graph) is test_mixed_case_in_graph_mode_and_lean_path_equals_stats_path (one compile less)
-@pytest.mark.parametrize("case, any_mode", [(c, m) for c in CASES for m in ("pynative", "graph")
-                                            if (c, m) != ("mixed", "graph")], indirect=["any_mode"])
+# Graph mode by default for "mixed" only (test_mixed_case_in_graph_mode_and_lean_path_equals_stats_path): it holds
+# both branches, so the other cases compile the same code again (~20 s each); they run with -m slow.
+# mixed_schedule's outputs are also checked on the traced graph (tests/unit/test_vit.py).
+@pytest.mark.parametrize("case, any_mode", [(c, "pynative") for c in CASES]
+                         + [pytest.param(c, "graph", marks=pytest.mark.slow) for c in CASES if c != "mixed"],
+                         indirect=["any_mode"])
 def test_golden_case(case, golden, golden_input, any_mode):
     assert_matches_golden(make_mini(golden_ppt(golden[0]["cases"][case])), golden_input, case, golden)
 
@@ -62,8 +71,10 @@ def test_token_counts_after_each_block(case, golden, golden_input):
     assert counts == c["tokens_after_each_block"]
 
 
-def test_mixed_case_in_graph_mode_and_lean_path_equals_stats_path(golden, golden_input, graph_mode):
+def test_mixed_case_in_graph_mode_and_lean_path_equals_stats_path(golden_mixed_model, golden, golden_input,
+                                                                   graph_mode):
     """The golden mixed case on the statistics path, and the lean path (what inference runs) bit for bit."""
-    model = make_mini(golden_ppt(golden[0]["cases"]["mixed"]))
+    model = golden_mixed_model
+    assert model.ppt == PPTSetting(**golden_ppt(golden[0]["cases"]["mixed"]))
     with_stats = assert_matches_golden(model, golden_input, "mixed", golden)
     np.testing.assert_array_equal(model(ms.Tensor(golden_input)).asnumpy(), with_stats)

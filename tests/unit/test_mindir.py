@@ -6,18 +6,19 @@ import pytest
 
 from src.deploy import export_model
 from src.deploy.mindir import MindIRPredictor, read_mindir_meta
-
-from ..conftest import make_mini
+from src.token_reduction import PPTSetting
 
 MIXED = dict(r=50, layers=[3, 6, 9], threshold=3.9924709317941296e-05, prop_attn=True)
 
 
 @pytest.fixture(scope="module")
-def mixed_mindir(tmp_path_factory):
-    """The golden mini DeiT with the golden "mixed" PPT setting exported to MindIR (batch 8, 112 px)."""
+def mixed_mindir(tmp_path_factory, golden_mixed_model):
+    """The golden mini DeiT with the golden "mixed" PPT setting exported to MindIR (batch 8, 112 px). The model
+    is the session's (the lean path compiled once: the export runs it on a batch of the golden input's shape)."""
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        model = make_mini(MIXED)
+        model = golden_mixed_model
+        assert model.ppt == PPTSetting(**MIXED)
         out = tmp_path_factory.mktemp("export") / "mini"
         result = export_model(model, out, "MINDIR", 8, data_info={"img_size": 112, "crop_pct": 0.875})
         yield model, result

@@ -51,22 +51,22 @@ def _mixed_ppt_models():
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """PPT model exported with and without the rewrite, and a plain model with it (batch 8, 32 px)."""
+    """PPT model exported with and without the rewrite, and a plain model with it (batch 8, 32 px).
+
+    In PyNative: the exporter compiles its own graph in either mode, and the Cells' reference logits need no
+    compile of their own (three, ~13 s); graph-mode Cells against their ONNX exports are
+    tests/unit/test_onnx_runtime.py's and test_deit3.py's."""
     folder = tmp_path_factory.mktemp("onnx")
-    (ppt, ppt_copy), x = _mixed_ppt_models()  # PyNative: no graph compile for the two PPTStats calls
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        plain = create_model("deit_tiny_patch16_224", depth=2, **ARCH)
-        plain.set_train(False)
-        out = {
-            "ppt": (ppt, export_model(ppt, folder / "ppt", "ONNX", BATCH, data_info=INFO)),
-            "ppt_raw": (ppt_copy, export_model(ppt_copy, folder / "ppt_raw", "ONNX", BATCH, onnx_rewrite=False)),
-            "plain": (plain, export_model(plain, folder / "plain", "ONNX", BATCH)),
-        }
-        expected = {k: model(ms.Tensor(x)).asnumpy() for k, (model, _) in out.items()}
-        yield out, x, expected
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
+    (ppt, ppt_copy), x = _mixed_ppt_models()
+    plain = create_model("deit_tiny_patch16_224", depth=2, **ARCH)
+    plain.set_train(False)
+    out = {
+        "ppt": (ppt, export_model(ppt, folder / "ppt", "ONNX", BATCH, data_info=INFO)),
+        "ppt_raw": (ppt_copy, export_model(ppt_copy, folder / "ppt_raw", "ONNX", BATCH, onnx_rewrite=False)),
+        "plain": (plain, export_model(plain, folder / "plain", "ONNX", BATCH)),
+    }
+    expected = {k: model(ms.Tensor(x)).asnumpy() for k, (model, _) in out.items()}
+    return out, x, expected
 
 
 def test_rewritten_graph_has_fusable_ops_and_no_polynomial(exports):
